@@ -1,0 +1,248 @@
+"""MovieLens 100K: parse the GroupLens files into one `Interactions` type with its splits.
+
+Every model consumes `Interactions` (after spotlight): parallel arrays of user and item *indices* (1..n; 0 is
+padding), star ratings and timestamps, plus the sizes of the index spaces. Raw MovieLens ids become indices through
+the complete user and item lists in `u.user` / `u.item`, so every split shares one index space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+GENRES_FILE = "u.genre"
+CANONICAL_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+SPLITS = (*CANONICAL_SPLITS, "full")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and, where there is one, the line."""
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Ratings as parallel arrays over one index space.
+
+    Parameters
+    ----------
+    user_ids, item_ids : int64 arrays of indices in 1..num_users / 1..num_items (0 is padding)
+    ratings : float32 stars in [1, 5]
+    timestamps : int64 unix seconds
+    num_users, num_items : sizes of the index spaces (embeddings need one more row, for padding)
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray
+    num_users: int
+    num_items: int
+
+    def __post_init__(self) -> None:
+        n = len(self.user_ids)
+        for name in ("item_ids", "ratings", "timestamps"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"Interactions: {name} has {len(getattr(self, name))} entries, user_ids has {n}"
+                )
+        if n == 0:
+            return
+        if self.user_ids.min() < 1 or self.user_ids.max() > self.num_users:
+            raise ValueError(f"Interactions: user index outside 1..{self.num_users}")
+        if self.item_ids.min() < 1 or self.item_ids.max() > self.num_items:
+            raise ValueError(f"Interactions: item index outside 1..{self.num_items}")
+        if not np.all(np.isfinite(self.ratings)) or self.ratings.min() < 1 or self.ratings.max() > 5:
+            raise ValueError("Interactions: ratings must be finite stars in [1, 5]")
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def subset(self, index: np.ndarray) -> Interactions:
+        """The interactions at `index` (a boolean mask or integer positions), same index space."""
+        return Interactions(
+            self.user_ids[index],
+            self.item_ids[index],
+            self.ratings[index],
+            self.timestamps[index],
+            self.num_users,
+            self.num_items,
+        )
+
+    def time_order(self) -> np.ndarray:
+        """Positions sorted by user, then time, then item (the item breaks ties deterministically)."""
+        return np.lexsort((self.item_ids, self.timestamps, self.user_ids))
+
+    def to_sequence(self, length: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """One window per interaction: the user's `length` most recent items up to and including it.
+
+        Returns ``(items, ratings)`` of shape ``[len(self), length]`` with rows in `time_order()`, each window
+        oldest first and left-padded with item 0 and rating 0, so that the last column is the interaction itself.
+        """
+        order = self.time_order()
+        users, items, ratings = self.user_ids[order], self.item_ids[order], self.ratings[order]
+        n = len(order)
+        # Position of each interaction within its user's sequence.
+        starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+        first = np.repeat(starts, np.diff(np.r_[starts, n]))
+        offsets = np.arange(-length + 1, 1)
+        idx = np.arange(n)[:, None] + offsets[None, :]
+        valid = idx >= first[:, None]
+        idx = np.where(valid, idx, 0)
+        return np.where(valid, items[idx], 0), np.where(valid, ratings[idx], 0.0).astype(np.float32)
+
+    def user_histories(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR view of each user's interactions in time order: ``(indptr [num_users + 2], positions)``."""
+        order = self.time_order()
+        counts = np.bincount(self.user_ids, minlength=self.num_users + 1)
+        return np.r_[0, np.cumsum(counts)], order
+
+
+@dataclass(frozen=True)
+class MovieLens:
+    """The whole data set: all ratings plus the catalog needed to serve them."""
+
+    ratings: Interactions
+    user_raw_ids: np.ndarray  # raw id of user index k + 1
+    item_raw_ids: np.ndarray  # raw id of item index k + 1
+    items: pd.DataFrame  # item_id, title, year, genres (list of names), in index order
+    genres: list[str]
+    directory: Path
+    sha256: str  # of u.data
+
+    def split(self, name: str) -> tuple[Interactions, Interactions]:
+        """``(train, test)`` for a canonical split (u1..u5, ua, ub) or ``full`` (test is empty)."""
+        if name == "full":
+            return self.ratings, self.ratings.subset(np.zeros(len(self.ratings), dtype=bool))
+        if name not in CANONICAL_SPLITS:
+            raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return self._read_ratings(f"{name}.base"), self._read_ratings(f"{name}.test")
+
+    def _read_ratings(self, filename: str) -> Interactions:
+        return _ratings(self.directory / filename, self.user_raw_ids, self.item_raw_ids)
+
+
+def validation_split(
+    train: Interactions, fraction: float, generator: np.random.Generator
+) -> tuple[Interactions, Interactions]:
+    """Carve a random `fraction` of `train` out for early stopping; test data never enters here."""
+    mask = generator.random(len(train)) < fraction
+    return train.subset(~mask), train.subset(mask)
+
+
+def load_movielens(directory: Path) -> MovieLens:
+    """Read u.user, u.item, u.genre and u.data from a GroupLens ML-100K directory.
+
+    Raises
+    ------
+    DataError
+        A missing file, undecodable text, or a malformed line; the message names the file and line.
+    """
+    directory = Path(directory)
+    genres = [name for name, _ in _read_table(directory / GENRES_FILE, "|", 2, drop_blank=True)]
+    users = _read_table(directory / "u.user", "|", 5)
+    user_raw = np.array(
+        [_int(directory / "u.user", i, row[0]) for i, row in enumerate(users, 1)], dtype=np.int64
+    )
+    item_rows = _read_table(directory / "u.item", "|", 5 + len(genres))
+    items = []
+    for i, row in enumerate(item_rows, 1):
+        path = directory / "u.item"
+        flags = [_int(path, i, v) for v in row[5:]]
+        items.append(
+            {
+                "item_id": _int(path, i, row[0]),
+                "title": row[1],
+                "year": _year(row[2]),
+                "genres": [g for g, f in zip(genres, flags, strict=True) if f == 1],
+            }
+        )
+    item_frame = pd.DataFrame(items).astype({"year": "Int64"})
+    item_raw = item_frame["item_id"].to_numpy(np.int64)
+    for path, raw in ((directory / "u.user", user_raw), (directory / "u.item", item_raw)):
+        if len(np.unique(raw)) != len(raw):
+            raise DataError(f"{path}: duplicate ids")
+    order = np.argsort(item_raw, kind="stable")
+    item_frame = item_frame.iloc[order].reset_index(drop=True)
+    data_path = directory / "u.data"
+    ratings = _ratings(data_path, np.sort(user_raw), item_raw[order])
+    return MovieLens(
+        ratings=ratings,
+        user_raw_ids=np.sort(user_raw),
+        item_raw_ids=item_raw[order],
+        items=item_frame,
+        genres=genres,
+        directory=directory,
+        sha256=hashlib.sha256(data_path.read_bytes()).hexdigest(),
+    )
+
+
+def _read_table(path: Path, sep: str, min_fields: int, drop_blank: bool = False) -> list[list[str]]:
+    try:
+        # latin-1 is what GroupLens wrote (u.item has accented titles).
+        text = path.read_bytes().decode("latin-1")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            if drop_blank:
+                continue
+            raise DataError(f"{path}:{number}: blank line")
+        fields = line.split(sep)
+        if len(fields) < min_fields:
+            raise DataError(
+                f"{path}:{number}: expected {min_fields} '{sep}'-separated fields, got {len(fields)}"
+            )
+        rows.append(fields)
+    return rows
+
+
+def _int(path: Path, line: int, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"{path}:{line}: expected an integer, got {value!r}") from None
+
+
+def _year(date: str) -> int | None:
+    # Release dates look like 01-Jan-1995; one item has none.
+    return int(date[-4:]) if len(date) >= 4 and date[-4:].isdigit() else None
+
+
+def _ratings(path: Path, user_raw: np.ndarray, item_raw: np.ndarray) -> Interactions:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not ASCII text (byte {raw[e.start]:#x})") from None
+    lines = text.splitlines()
+    table = np.zeros((len(lines), 4), dtype=np.int64)
+    for number, line in enumerate(lines, 1):
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise DataError(f"{path}:{number}: expected 4 tab-separated fields, got {len(fields)}")
+        table[number - 1] = [_int(path, number, f) for f in fields]
+    users, items, stars, times = table.T
+    bad = np.flatnonzero((stars < 1) | (stars > 5))
+    if len(bad):
+        raise DataError(f"{path}:{bad[0] + 1}: rating {stars[bad[0]]} outside 1-5")
+    user_idx = _index(path, "user", users, user_raw)
+    item_idx = _index(path, "item", items, item_raw)
+    return Interactions(user_idx, item_idx, stars.astype(np.float32), times, len(user_raw), len(item_raw))
+
+
+def _index(path: Path, kind: str, raw: np.ndarray, known: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(known, raw)
+    pos = np.minimum(pos, len(known) - 1)
+    bad = np.flatnonzero(known[pos] != raw)
+    if len(bad):
+        raise DataError(f"{path}:{bad[0] + 1}: unknown {kind} id {raw[bad[0]]}")
+    return (pos + 1).astype(np.int64)

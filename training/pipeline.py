@@ -1,0 +1,115 @@
+"""The training job: data -> splits -> fit each model -> evaluate -> export."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.artifacts import Metrics
+from training.data import Interactions, MovieLens, validation_split
+from training.evaluate import error_metrics, predict_pairs, predict_sequences
+from training.export import TrainedModel, export_store
+from training.fit import FitResult
+from training.models import (
+    SEQUENCE_LENGTH,
+    Config,
+    DenseConfig,
+    LSTMConfig,
+    MFConfig,
+    hyperparameters,
+    train_dense,
+    train_lstm,
+    train_mf,
+)
+
+log = logging.getLogger(__name__)
+
+MODELS = ("mf", "dense", "lstm")
+VALIDATION_FRACTION = 0.05  # of the training split, for early stopping only
+
+Trainer = Callable[
+    [Interactions, Interactions, "Config", torch.Generator, int | None], tuple[nn.Module, FitResult]
+]
+TRAINERS: dict[str, tuple[Callable[[], Config], Trainer]] = {
+    "mf": (MFConfig, train_mf),  # type: ignore[dict-item]
+    "dense": (DenseConfig, train_dense),  # type: ignore[dict-item]
+    "lstm": (LSTMConfig, train_lstm),  # type: ignore[dict-item]
+}
+
+
+@dataclass
+class Outcome:
+    model: TrainedModel
+    fit: FitResult
+    test: Metrics | None
+
+
+def evaluate(name: str, network: nn.Module, train: Interactions, test: Interactions, split: str) -> Metrics:
+    """Held-out error of a fitted network; the LSTM predicts each test pair from earlier training ratings."""
+    if name == "lstm":
+        predicted = predict_sequences(network, train, test, SEQUENCE_LENGTH)
+    else:
+        predicted = predict_pairs(network, test)
+    return Metrics(split=split, n=len(test), **error_metrics(predicted, test.ratings))
+
+
+def train_one(
+    name: str, train: Interactions, seed: int, max_epochs: int | None
+) -> tuple[nn.Module, FitResult]:
+    """Fit one model on `train`, early-stopping on a validation split carved from it."""
+    make_config, trainer = TRAINERS[name]
+    rng = np.random.default_rng(seed)
+    fit_data, val = validation_split(train, VALIDATION_FRACTION, rng)
+    generator = torch.Generator().manual_seed(seed)
+    return trainer(fit_data, val, make_config(), generator, max_epochs)
+
+
+def run(
+    data: MovieLens,
+    *,
+    split: str,
+    models: tuple[str, ...] = MODELS,
+    out: Path | None,
+    seed: int = 0,
+    max_epochs: int | None = None,
+    eval_split: str | None = "u1",
+) -> list[Outcome]:
+    """Train `models` on `split` and export them to `out`.
+
+    Parameters
+    ----------
+    split : a canonical split (metrics on its test part) or ``full`` (all ratings; the metrics recorded are
+        then those of the same recipe trained on `eval_split`'s base and measured on its test part).
+    out : model store directory, or None to skip export.
+    """
+    torch.manual_seed(seed)
+    train, test = data.split(split)
+    outcomes = []
+    for name in models:
+        network, result = train_one(name, train, seed, max_epochs)
+        metrics: Metrics | None = None
+        if len(test):
+            metrics = evaluate(name, network, train, test, f"{split}.base->{split}.test")
+        elif eval_split:
+            e_train, e_test = data.split(eval_split)
+            e_net, _ = train_one(name, e_train, seed, max_epochs)
+            metrics = evaluate(name, e_net, e_train, e_test, f"{eval_split}.base->{eval_split}.test")
+        config = TRAINERS[name][0]()
+        model = TrainedModel(
+            name=name,
+            network=network,
+            hyperparameters=hyperparameters(config),
+            metrics=[metrics] if metrics else [],
+            training_seconds=result.seconds,
+            epochs=result.epochs,
+        )
+        outcomes.append(Outcome(model, result, metrics))
+    if out is not None:
+        export_store(out, [o.model for o in outcomes], data=data, train=train, split=split)
+    return outcomes
