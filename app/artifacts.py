@@ -21,6 +21,9 @@ maps raw MovieLens ids to those indices. Every TorchScript module returns rating
   oldest first, left-padded with 0, and ``ratings`` are the known stars of those items (0 = unknown). The value at
   position k depends only on items <= k and ratings < k. ``score_next(items: Tensor[1, L], ratings: Tensor[1, L])
   -> Tensor[n_items + 1]`` scores every item as the next one after the context. ``item_embeddings()`` as above.
+
+Ranking (`/recommend`) orders candidates by ``stars + popularity_weight * log1p(count) / log1p(max count)``
+with ``count`` from ``histories.npz["popularity"]``; a weight of 0 ranks by predicted rating alone.
 """
 
 from __future__ import annotations
@@ -73,6 +76,10 @@ class ModelEntry(FileRef):
     hyperparameters: dict[str, float | int | str | bool | list[int]]
     metrics: list[Metrics] = Field(description="Held-out metrics, each naming its split")
     n_parameters: int
+    popularity_weight: float = Field(
+        default=0.0,
+        description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
+    )
 
 
 class DatasetInfo(_Strict):
