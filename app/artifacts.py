@@ -20,7 +20,9 @@ maps raw MovieLens ids to those indices. Every TorchScript module returns rating
 - lstm: ``predict(items: Tensor[B, L] int64, ratings: Tensor[B, L] float32) -> Tensor[B, L]`` where items are
   oldest first, left-padded with 0, and ``ratings`` are the known stars of those items (0 = unknown). The value at
   position k depends only on items <= k and ratings < k. ``score_next(items: Tensor[1, L], ratings: Tensor[1, L])
-  -> Tensor[n_items + 1]`` scores every item as the next one after the context. ``item_embeddings()`` as above.
+  -> Tensor[n_items + 1]`` scores every item as the next one after the context (an anonymous sequence, from the
+  LSTM's zero state); ``score_all(user)`` as above, from the state after the user's whole training history.
+  ``item_embeddings()`` as above.
 
 Ranking (`/recommend`) orders candidates by ``stars + popularity_weight * log1p(count) / log1p(max count)``
 with ``count`` from ``histories.npz["popularity"]``; a weight of 0 ranks by predicted rating alone.
