@@ -94,6 +94,27 @@ class Interactions:
         idx = np.where(valid, idx, 0)
         return np.where(valid, items[idx], 0), np.where(valid, ratings[idx], 0.0).astype(np.float32)
 
+    def to_histories(self, window: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every user's whole history as one row, cut into windows of `window` steps.
+
+        Row ``u`` (for user index ``u``; row 0 is empty) is the user's items in time order, left-padded with 0 so
+        the first window is the short one and every window boundary falls on a multiple of `window`, then
+        right-padded to a common width. Returns ``(items, ratings, offsets, lengths)``: ``offsets[u]`` is the
+        number of left pads, ``lengths[u]`` the number of interactions.
+        """
+        indptr, order = self.user_histories()
+        lengths = np.diff(indptr)
+        offsets = (-lengths) % window
+        width = int((offsets + lengths).max(initial=0))
+        width += (-width) % window
+        rows = np.repeat(np.arange(self.num_users + 1), lengths)
+        cols = offsets[rows] + np.arange(len(order)) - indptr[rows]
+        items = np.zeros((self.num_users + 1, width), dtype=np.int64)
+        ratings = np.zeros((self.num_users + 1, width), dtype=np.float32)
+        items[rows, cols] = self.item_ids[order]
+        ratings[rows, cols] = self.ratings[order]
+        return items, ratings, offsets, lengths
+
     def user_histories(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR view of each user's interactions in time order: ``(indptr [num_users + 2], positions)``."""
         order = self.time_order()

@@ -35,40 +35,35 @@ def predict_pairs(model: nn.Module, data: Interactions) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def sequence_contexts(
-    history: Interactions, queries: Interactions, length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each query (user, item, time): the user's last ``length - 1`` history ratings strictly before that
-    time, then the query item, left-padded with 0. Ratings of the query position are 0 (unknown).
-
-    Returns ``(items, ratings)`` of shape ``[len(queries), length]`` in the order of `queries`.
-    """
-    order = history.time_order()
-    h_users, h_items, h_ratings = history.user_ids[order], history.item_ids[order], history.ratings[order]
-    # One sortable key per (user, time): a query sees exactly the history keys below its own.
-    shift = np.int64(1) << 32
-    keys = h_users * shift + history.timestamps[order]
-    q_keys = queries.user_ids * shift + queries.timestamps
-    end = np.searchsorted(keys, q_keys, side="left")
-    first = np.searchsorted(h_users, queries.user_ids, side="left")
-    idx = end[:, None] + np.arange(-(length - 1), 0)[None, :]
-    valid = idx >= first[:, None]
-    idx = np.where(valid, idx, 0)
-    items = np.where(valid, h_items[idx] if len(h_items) else 0, 0)
-    ratings = np.where(valid, h_ratings[idx] if len(h_ratings) else 0.0, 0.0)
-    items = np.concatenate([items, queries.item_ids[:, None]], axis=1)
-    ratings = np.concatenate([ratings, np.zeros((len(queries), 1))], axis=1)
-    return items.astype(np.int64), ratings.astype(np.float32)
-
-
-def predict_sequences(
-    model: nn.Module, history: Interactions, queries: Interactions, length: int
-) -> np.ndarray:
-    """Stars the LSTM predicts for each query pair, from the user's history before the query's time."""
-    items, ratings = sequence_contexts(history, queries, length)
+def sequence_tastes(model: nn.Module, history: Interactions, window: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Run the LSTM over every user's whole history: taste vectors ``[n_users + 1, width + 1, d]`` and the
+    left-pad offsets, so ``tastes[u, offsets[u] + k]`` summarises user u's first k history ratings."""
+    items, ratings, offsets, _ = history.to_histories(window)
     it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
     out = []
     with torch.inference_mode():
-        for lo in range(0, len(queries), BATCH):
-            out.append(model.predict(it[lo : lo + BATCH], rt[lo : lo + BATCH])[:, -1])  # type: ignore[operator]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+        for lo in range(0, len(items), 256):
+            out.append(model.run(it[lo : lo + 256], rt[lo : lo + 256])[0])  # type: ignore[operator]
+    return torch.cat(out), offsets
+
+
+def user_tastes(model: nn.Module, history: Interactions, window: int) -> torch.Tensor:
+    """Each user's taste after their whole history, ``[n_users + 1, d]``."""
+    tastes, offsets = sequence_tastes(model, history, window)
+    lengths = np.bincount(history.user_ids, minlength=history.num_users + 1)
+    return tastes[torch.arange(len(offsets)), torch.from_numpy(offsets + lengths)]
+
+
+def predict_sequences(model: nn.Module, history: Interactions, queries: Interactions, window: int) -> np.ndarray:
+    """Stars the LSTM predicts for each query (user, item, time) from the user's history before that time."""
+    tastes, offsets = sequence_tastes(model, history, window)
+    order = history.time_order()
+    shift = np.int64(1) << 32  # one sortable key per (user, time)
+    keys = history.user_ids[order] * shift + history.timestamps[order]
+    before = np.searchsorted(keys, queries.user_ids * shift + queries.timestamps, side="left")
+    first = np.searchsorted(history.user_ids[order], queries.user_ids, side="left")
+    pos = offsets[queries.user_ids] + before - first
+    with torch.inference_mode():
+        taste = tastes[torch.from_numpy(queries.user_ids), torch.from_numpy(pos)]
+        scaled = model.score_taste(taste, torch.from_numpy(queries.item_ids))  # type: ignore[operator]
+        return (scaled * 4.0 + 1.0).clamp(1.0, 5.0).numpy()

@@ -50,7 +50,11 @@ class MatrixFactorization(nn.Module):
 
 
 class DenseNet(nn.Module):
-    """Concatenated user and item embeddings -> ReLU hidden layers -> one rating."""
+    """Concatenated user and item embeddings -> ReLU hidden layers -> one rating, plus user and item biases.
+
+    The biases carry the strong main effects (generous users, loved films), so the hidden layers spend their
+    capacity on the interaction.
+    """
 
     def __init__(
         self,
@@ -65,8 +69,12 @@ class DenseNet(nn.Module):
         self.dim = dim
         self.user_emb = nn.Embedding(n_users + 1, dim)
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        self.user_bias = nn.Embedding(n_users + 1, 1)
+        self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
         for emb in (self.user_emb, self.item_emb):
             nn.init.normal_(emb.weight, std=0.05)
+        for emb in (self.user_bias, self.item_bias):
+            nn.init.zeros_(emb.weight)
         self.first = nn.Linear(2 * dim, hidden[0])
         layers: list[nn.Module] = [nn.ReLU(), nn.Dropout(dropout)]
         for a, b in zip(hidden[:-1], hidden[1:], strict=True):
@@ -78,7 +86,8 @@ class DenseNet(nn.Module):
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         x = torch.cat([self.user_emb(users), self.item_emb(items)], dim=-1)
-        return self.rest(self.first(self.input_dropout(x))).squeeze(-1)
+        out = self.rest(self.first(self.input_dropout(x))).squeeze(-1)
+        return out + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
 
     @torch.jit.export
     def predict(self, users: Tensor, items: Tensor) -> Tensor:
@@ -91,7 +100,8 @@ class DenseNet(nn.Module):
         w = self.first.weight
         user_half = self.user_emb(user) @ w[:, : self.dim].t() + self.first.bias  # [1, h]
         item_half = self.item_emb.weight @ w[:, self.dim :].t()  # [n_items + 1, h]
-        return to_stars(self.rest(item_half + user_half).squeeze(-1))
+        out = self.rest(item_half + user_half).squeeze(-1) + self.item_bias.weight.squeeze(-1)
+        return to_stars(out + self.user_bias(user).squeeze())
 
     @torch.jit.export
     def item_embeddings(self) -> Tensor:
@@ -103,47 +113,66 @@ class SequenceLSTM(nn.Module):
 
     The state after positions < k becomes a taste vector that is matched against item k's embedding, so the
     prediction at k depends on items <= k and ratings < k only, and scoring every candidate next item is one
-    matrix product.
+    matrix product. Training runs each user's whole history in windows of `SEQUENCE_LENGTH` steps, carrying
+    the state across windows (truncated back-propagation), so a user's taste is the state after their whole
+    history: exported as `user_taste`, one row per user. An anonymous sequence starts from the zero state,
+    as every user's history does in training.
     """
 
-    def __init__(self, n_items: int, dim: int, hidden: int, global_mean: float = 0.5) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, hidden: int, global_mean: float = 0.5) -> None:
         super().__init__()
+        self.hidden = hidden
         self.item_in = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.item_out = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
         self.lstm = nn.LSTM(dim + 2, hidden, batch_first=True)
         self.taste = nn.Linear(hidden, dim + 1)  # taste vector and a sequence-level bias
         self.global_bias = nn.Parameter(torch.tensor([global_mean]))
+        # Taste after each user's whole training history; filled by `remember_users` before export.
+        self.register_buffer("user_taste", torch.zeros(n_users + 1, dim + 1))
         for emb in (self.item_in, self.item_out):
             nn.init.normal_(emb.weight, std=0.05)
         nn.init.zeros_(self.item_bias.weight)
 
-    def context(self, items: Tensor, ratings: Tensor) -> Tensor:
-        """Taste vectors [B, L, dim + 1]: position k summarises items < k and ratings < k."""
+    def run(
+        self, items: Tensor, ratings: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Taste vectors [B, L + 1, dim + 1] (position k summarises items < k and ratings < k; the last one
+        the whole input) and the final LSTM state."""
         known = (ratings > 0).to(torch.float32)
         centred = ((ratings - 1.0) / 4.0 - 0.5) * known
         x = torch.cat([self.item_in(items), centred.unsqueeze(-1), known.unsqueeze(-1)], dim=-1)
-        out, _ = self.lstm(x)
-        shifted = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)
-        return self.taste(shifted)
+        if state is None:
+            zeros = torch.zeros(1, items.shape[0], self.hidden)
+            state = (zeros, zeros)
+        out, new_state = self.lstm(x, state)
+        return self.taste(torch.cat([state[0][-1].unsqueeze(1), out], dim=1)), new_state
+
+    def score_taste(self, taste: Tensor, items: Tensor) -> Tensor:
+        """[0,1]-scale prediction of `items` for taste vectors of the same leading shape."""
+        dot = (taste[..., :-1] * self.item_out(items)).sum(-1)
+        return dot + taste[..., -1] + self.item_bias(items).squeeze(-1) + self.global_bias
 
     def forward(self, items: Tensor, ratings: Tensor) -> Tensor:
-        t = self.context(items, ratings)
-        q = self.item_out(items)
-        dot = (t[..., :-1] * q).sum(-1)
-        return dot + t[..., -1] + self.item_bias(items).squeeze(-1) + self.global_bias
+        taste, _ = self.run(items, ratings)
+        return self.score_taste(taste[:, :-1], items)
 
     @torch.jit.export
     def predict(self, items: Tensor, ratings: Tensor) -> Tensor:
         return to_stars(self.forward(items, ratings))
 
+    def _score_all(self, taste: Tensor) -> Tensor:
+        scaled = self.item_out.weight @ taste[:-1] + taste[-1] + self.item_bias.weight.squeeze(-1)
+        return to_stars(scaled + self.global_bias)
+
     @torch.jit.export
     def score_next(self, items: Tensor, ratings: Tensor) -> Tensor:
-        # Append a placeholder position: its taste vector is the state after the whole context.
-        pad = torch.zeros_like(items[:, :1])
-        t = self.context(torch.cat([items, pad], 1), torch.cat([ratings, pad.to(ratings.dtype)], 1))[0, -1]
-        scaled = self.item_out.weight @ t[:-1] + t[-1] + self.item_bias.weight.squeeze(-1) + self.global_bias
-        return to_stars(scaled)
+        taste, _ = self.run(items, ratings)
+        return self._score_all(taste[0, -1])
+
+    @torch.jit.export
+    def score_all(self, user: Tensor) -> Tensor:
+        return self._score_all(self.user_taste[user].squeeze(0))
 
     @torch.jit.export
     def item_embeddings(self) -> Tensor:
