@@ -1,0 +1,34 @@
+"""Typed dependencies for handlers: ``registry: RegistryDep`` is the app's current, fully loaded registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.registry import ModelRegistry, RegistryHolder
+from app.settings import Settings
+
+
+# Async although they do not await: FastAPI runs a sync dependency in its thread pool, a hop per request that
+# costs more than these attribute lookups.
+async def get_registry_holder(request: Request) -> RegistryHolder:
+    holder: RegistryHolder = request.app.state.registry_holder
+    return holder
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    """The registry loaded at startup; `NotReadyError` (503) while there is none."""
+    holder: RegistryHolder = request.app.state.registry_holder
+    return holder.get()
+
+
+async def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+# For endpoints that manage the service itself (reload, admin): the holder to swap, and the settings.
+RegistryHolderDep = Annotated[RegistryHolder, Depends(get_registry_holder)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -1,0 +1,32 @@
+"""GET /items/{item_id} and GET /items/{item_id}/similar."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from app.deps import RegistryDep
+from app.schemas import ERROR_RESPONSES, MAX_ID, ItemResponse, SimilarResponse
+from app.services import items as service
+
+router = APIRouter(prefix="/items", tags=["items"], responses=ERROR_RESPONSES)
+
+ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="Raw MovieLens item id", examples=[50])]
+
+
+@router.get("/{item_id}")
+async def get_item(item_id: ItemId, registry: RegistryDep) -> ItemResponse:
+    """Get an item's title, year and genres."""
+    return service.get_item(registry=registry, item_id=item_id)
+
+
+@router.get("/{item_id}/similar")
+async def get_similar_items(
+    item_id: ItemId,
+    registry: RegistryDep,
+    k: Annotated[int, Query(ge=1, le=MAX_ID, description="How many items")] = 10,
+    model: Annotated[str, Query(description="Whose item embeddings: mf, dense or lstm")] = "mf",
+) -> SimilarResponse:
+    """Get the items nearest to an item by cosine similarity of a model's item embeddings."""
+    return service.similar_items(registry=registry, item_id=item_id, model=model, k=k)

@@ -1,0 +1,38 @@
+"""POST /predict/{model}: stars for (user, items) pairs; POST /predict/lstm: stars along an item sequence."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from app.deps import RegistryDep
+from app.schemas import (
+    ERROR_RESPONSES,
+    PredictRequest,
+    PredictResponse,
+    SequencePredictRequest,
+    SequencePredictResponse,
+)
+from app.services import predict as service
+
+router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSES)
+
+
+# Declared before /{model} so that "lstm" reaches the sequence handler.
+@router.post("/lstm")
+async def predict_sequence(body: SequencePredictRequest, registry: RegistryDep) -> SequencePredictResponse:
+    """Predict the stars of each item in a sequence from the items and ratings before it (LSTM)."""
+    return service.predict_sequence(registry=registry, items=body.items, ratings=body.ratings or [])
+
+
+@router.post("/{model}")
+async def predict_ratings(
+    model: Annotated[str, Path(description="A pair model: mf or dense", examples=["mf"])],
+    body: PredictRequest,
+    registry: RegistryDep,
+) -> PredictResponse:
+    """Predict the stars a user would give each of the items (mf or dense)."""
+    return service.predict_ratings(
+        registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids
+    )

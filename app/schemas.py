@@ -1,0 +1,381 @@
+"""Request and response bodies of the HTTP API, with the examples `/docs` shows.
+
+Examples use real MovieLens 100K ids (user 196, items 242 "Kolya" and 302 "L.A. Confidential"), so "Try it
+out" against the committed model store returns real answers. Ids in JSON bodies are strict integers: "242",
+242.0 and true are rejected rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.artifacts import SEQUENCE_LENGTH, DatasetInfo, Metrics
+
+MAX_ID = 2**31 - 1
+MAX_PAIR_ITEMS = 1000
+MAX_SESSION_ITEMS = 1000
+
+RawId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="Raw MovieLens id")]
+Stars = Annotated[float, Field(strict=True, ge=1, le=5, description="A rating in stars, 1 to 5")]
+
+
+class _Schema(BaseModel):
+    # Fields such as model_version are ours, not pydantic's.
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class _Request(_Schema):
+    # A misspelt field ("item_id" for "item_ids") is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def _check_ratings(items: list[int], ratings: list[float] | None) -> None:
+    if ratings is not None and len(ratings) > len(items):
+        raise ValueError(
+            f"ratings has {len(ratings)} values but items only {len(items)}: ratings are the known stars "
+            "of the leading items, at most one per item"
+        )
+
+
+# --- predict ------------------------------------------------------------------------------------------------
+
+
+class PredictRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"examples": [{"user_id": 196, "item_ids": [242, 302, 377]}]},
+    )
+
+    user_id: RawId
+    item_ids: list[RawId] = Field(
+        min_length=1, max_length=MAX_PAIR_ITEMS, description=f"1 to {MAX_PAIR_ITEMS} raw item ids"
+    )
+
+
+class SequencePredictRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"examples": [{"items": [209, 32, 189], "ratings": [4, 5]}]},
+    )
+
+    items: list[RawId] = Field(
+        min_length=1,
+        max_length=SEQUENCE_LENGTH,
+        description=f"1 to {SEQUENCE_LENGTH} raw item ids, oldest first",
+    )
+    ratings: list[Stars] | None = Field(
+        default=None,
+        max_length=SEQUENCE_LENGTH,
+        description="Known stars of the leading items (at most one per item); later items are unrated",
+    )
+
+    @model_validator(mode="after")
+    def _ratings_fit(self) -> SequencePredictRequest:
+        _check_ratings(self.items, self.ratings)
+        return self
+
+
+class Prediction(_Schema):
+    item_id: int
+    rating: float = Field(description="Predicted stars in [1, 5]")
+
+
+class PredictResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mf",
+                    "model_version": "mf-8b312703ebc9",
+                    "user_id": 196,
+                    "predictions": [{"item_id": 242, "rating": 3.91}, {"item_id": 302, "rating": 4.12}],
+                }
+            ]
+        },
+    )
+
+    model: str
+    model_version: str
+    user_id: int
+    predictions: list[Prediction] = Field(description="One per requested item, in request order")
+
+
+class SequencePredictResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "lstm",
+                    "model_version": "lstm-c46d44413be7",
+                    "predictions": [
+                        {"item_id": 209, "rating": 3.61},
+                        {"item_id": 32, "rating": 3.87},
+                        {"item_id": 189, "rating": 4.02},
+                    ],
+                }
+            ]
+        },
+    )
+
+    model: str
+    model_version: str
+    predictions: list[Prediction] = Field(
+        description="One per given item, in order; the rating at position k uses items up to k and "
+        "ratings before k only"
+    )
+
+
+# --- recommend ----------------------------------------------------------------------------------------------
+
+
+class Because(_Schema):
+    item_id: int
+    title: str
+    similarity: float = Field(description="Cosine similarity of the two items' embeddings in the model")
+
+
+class RecommendedItem(_Schema):
+    item_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    score: float = Field(
+        description="Ranking score, best first: predicted stars + popularity_weight * popularity prior "
+        "(personalized), or the number of training ratings (popular)"
+    )
+    rating: float | None = Field(description="Predicted stars; null for the popularity fallback")
+    because: list[Because] | None = Field(
+        default=None,
+        description="With explain=true: up to three items the user rated 4 or more that are most similar",
+    )
+
+
+class RecommendResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 196,
+                    "model": "mf",
+                    "model_version": "mf-8b312703ebc9",
+                    "strategy": "personalized",
+                    "total": 1571,
+                    "offset": 0,
+                    "items": [
+                        {
+                            "item_id": 408,
+                            "title": "Close Shave, A (1995)",
+                            "year": 1995,
+                            "genres": ["Animation", "Comedy", "Thriller"],
+                            "score": 4.71,
+                            "rating": 4.71,
+                            "because": None,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    user_id: int | None = Field(description="null for anonymous (session) recommendations")
+    model: str
+    model_version: str | None = Field(description="null when no model ranked the items (popular)")
+    strategy: Literal["personalized", "popular", "session"]
+    total: int = Field(description="How many items matched the filters (before offset and k)")
+    offset: int
+    items: list[RecommendedItem] = Field(description="Best first")
+
+
+class SessionRecommendRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [{"items": [50, 181, 172, 174], "ratings": [5, 4, 5], "k": 10, "model": "lstm"}]
+        },
+    )
+
+    items: list[RawId] = Field(
+        min_length=1,
+        max_length=MAX_SESSION_ITEMS,
+        description=f"Items seen in this session, oldest first; the last {SEQUENCE_LENGTH - 1} are the "
+        "LSTM's context, and none of them is recommended",
+    )
+    ratings: list[Stars] | None = Field(
+        default=None,
+        max_length=MAX_SESSION_ITEMS,
+        description="Known stars of the leading items (at most one per item)",
+    )
+    k: int = Field(default=10, ge=1, description="How many items to return (at most the catalog size)")
+    model: Literal["lstm"] = Field(
+        default="lstm", description="Only the sequence model (lstm) reads sessions"
+    )
+    genres: list[str] | None = Field(default=None, description="Only items having any of these genres")
+    exclude: list[RawId] | None = Field(default=None, description="Raw item ids never to recommend")
+    offset: int = Field(default=0, ge=0, description="Skip this many of the best items (paging)")
+    explain: bool = Field(default=False, description="Add `because`: similar session items rated 4+")
+
+    @model_validator(mode="after")
+    def _ratings_fit(self) -> SessionRecommendRequest:
+        _check_ratings(self.items, self.ratings)
+        return self
+
+
+# --- items --------------------------------------------------------------------------------------------------
+
+
+class ItemResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": 242,
+                    "title": "Kolya (1996)",
+                    "year": 1997,
+                    "genres": ["Comedy"],
+                    "n_ratings": 117,
+                }
+            ]
+        },
+    )
+
+    item_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    n_ratings: int = Field(description="Ratings of this item in the models' training data")
+
+
+class SimilarItem(_Schema):
+    item_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    similarity: float = Field(description="Cosine similarity of the item embeddings, in [-1, 1]")
+
+
+class SimilarResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": 50,
+                    "title": "Star Wars (1977)",
+                    "model": "mf",
+                    "model_version": "mf-8b312703ebc9",
+                    "items": [
+                        {
+                            "item_id": 172,
+                            "title": "Empire Strikes Back, The (1980)",
+                            "year": 1980,
+                            "genres": ["Action", "Adventure", "Drama", "Romance", "Sci-Fi", "War"],
+                            "similarity": 0.83,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    item_id: int
+    title: str
+    model: str
+    model_version: str
+    items: list[SimilarItem] = Field(description="Most similar first; never the item itself")
+
+
+# --- models and health --------------------------------------------------------------------------------------
+
+
+class ModelInfo(_Schema):
+    name: str
+    kind: Literal["pair", "sequence"] = Field(
+        description="pair: scores (user, item); sequence: scores items after a sequence of rated items"
+    )
+    version: str
+    file: str
+    sha256: str = Field(description="SHA-256 of the TorchScript artifact, verified at load")
+    trained_at: datetime
+    training_seconds: float
+    epochs: int
+    torch_version: str
+    hyperparameters: dict[str, Any]
+    metrics: list[Metrics] = Field(description="Held-out error, each naming the split it was measured on")
+    popularity_weight: float
+    n_parameters: int
+
+
+class ModelsResponse(_Schema):
+    schema_version: int
+    dataset: DatasetInfo
+    models: list[ModelInfo]
+
+
+class HealthResponse(_Schema):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(_Schema):
+    status: Literal["ready"] = "ready"
+    models: dict[str, str] = Field(description="Loaded model name -> version", examples=[{"mf": "mf-8b31"}])
+    dataset_split: str
+    load_seconds: float
+
+
+class ErrorResponse(_Schema):
+    model_config = ConfigDict(
+        extra="allow",
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [{"detail": "unknown item ids: 99999, 88888", "unknown_item_ids": [99999, 88888]}]
+        },
+    )
+
+    detail: str = Field(description="What went wrong, for a person; other fields carry the facts")
+
+
+class ValidationIssue(_Schema):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(_Schema):
+    model_config = ConfigDict(
+        extra="allow",
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "item_ids"],
+                            "msg": "List should have at least 1 item after validation, not 0",
+                            "type": "too_short",
+                        }
+                    ]
+                },
+                {"detail": "k=5000 is larger than the catalog (1682 items); ask for at most 1682"},
+            ]
+        },
+    )
+
+    detail: list[ValidationIssue] | str = Field(
+        description="Invalid input: a list of issues (field location and message) or one message"
+    )
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown model, user or item; the message names them"},
+    422: {"model": ValidationErrorResponse, "description": "Invalid input; the message says what to fix"},
+}

@@ -1,0 +1,58 @@
+"""Catalog lookups and item-to-item similarity (cosine of a model's item embeddings)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.errors import InvalidRequestError
+from app.registry import ModelRegistry
+from app.schemas import ItemResponse, SimilarItem, SimilarResponse
+from app.services.predict import DECIMALS
+from app.services.recommend import top_page
+
+
+def get_item(*, registry: ModelRegistry, item_id: int) -> ItemResponse:
+    """Title, year and genres of one item, and how often it was rated in training."""
+    index = int(registry.item_indices([item_id])[0])
+    item = registry.item(index)
+    return ItemResponse(
+        item_id=item.item_id,
+        title=item.title,
+        year=item.year,
+        genres=item.genres,
+        n_ratings=int(registry.popularity[index]),
+    )
+
+
+def similar_items(*, registry: ModelRegistry, item_id: int, model: str, k: int) -> SimilarResponse:
+    """The k items whose embeddings in `model` are nearest to `item_id`'s by cosine, most similar first."""
+    loaded = registry.model(model)
+    index = int(registry.item_indices([item_id])[0])
+    if k > registry.n_items:
+        raise InvalidRequestError(
+            f"k={k} is larger than the catalog ({registry.n_items} items); "
+            f"ask for at most {registry.n_items}",
+            max_k=registry.n_items,
+        )
+    unit = loaded.unit_embeddings
+    similarity = unit @ unit[index]  # one matrix-vector product over the catalog
+    mask = registry.all_items.copy()
+    mask[index] = False
+    page, _ = top_page(similarity, mask, k=k, offset=0)
+    rounded = np.round(similarity[page].astype(np.float64), DECIMALS).tolist()
+    items = []
+    for index_, sim in zip(page.tolist(), rounded, strict=True):
+        item = registry.item(index_)
+        items.append(
+            SimilarItem(
+                item_id=item.item_id, title=item.title, year=item.year, genres=item.genres, similarity=sim
+            )
+        )
+    source = registry.item(index)
+    return SimilarResponse(
+        item_id=source.item_id,
+        title=source.title,
+        model=loaded.name,
+        model_version=loaded.version,
+        items=items,
+    )

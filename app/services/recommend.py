@@ -1,0 +1,230 @@
+"""Top-k recommendations for a known user, a cold-start user (popular items) or an anonymous session.
+
+One model call scores every item (``score_all`` or ``score_next``); everything after it is vectorised numpy:
+a boolean candidate mask (filters, seen items, padding), one partition + sort for the page, and one matrix
+product for the explanations of the k items returned.
+
+Ranking: ``score = stars + popularity_weight * log1p(count) / log1p(max count)`` with the weight from the
+model's manifest entry (0 ranks by predicted stars alone); ties go to the lower item index, so paging with
+`offset` neither repeats nor skips an item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from app.errors import InvalidRequestError, UnknownUserError
+from app.registry import CONTEXT_LENGTH, LoadedModel, ModelRegistry
+from app.schemas import Because, RecommendedItem, RecommendResponse
+from app.services.predict import DECIMALS, left_pad
+
+EXPLAIN_TOP = 3  # similar liked items shown per recommendation
+LIKED_STARS = 4.0  # "highly rated" for explanations
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What every recommend endpoint can restrict: genres (any of), raw item ids to leave out, paging."""
+
+    k: int
+    offset: int = 0
+    genres: tuple[str, ...] = ()
+    exclude: tuple[int, ...] = ()
+
+
+def recommend_for_user(
+    *,
+    registry: ModelRegistry,
+    user_id: int,
+    model: str,
+    filters: Filters,
+    exclude_seen: bool = True,
+    explain: bool = False,
+    fallback: Literal["popular"] | None = None,
+) -> RecommendResponse:
+    """The best items for a known user by `model`; an unknown user gets the most popular items if
+    ``fallback="popular"``, else `UnknownUserError`."""
+    loaded = registry.model(model)
+    mask = candidate_mask(registry, filters)
+    if not registry.has_user(user_id):
+        if fallback != "popular":
+            raise UnknownUserError([user_id])
+        return _popular(registry, user_id, loaded, mask, filters, explain)
+    user = registry.user_index(user_id)
+    seen, seen_ratings = registry.history(user)
+    with torch.inference_mode():
+        # Every model scores a known user in one call; the LSTM from the state after the user's whole history.
+        stars = loaded.module.score_all(torch.tensor([user], dtype=torch.int64))
+    if exclude_seen:
+        mask[seen] = False
+    liked = seen[seen_ratings >= LIKED_STARS] if explain else None
+    return _ranked(
+        registry, loaded, stars.numpy(), mask, filters, liked, user_id=user_id, strategy="personalized"
+    )
+
+
+def recommend_for_session(
+    *,
+    registry: ModelRegistry,
+    items: list[int],
+    ratings: list[float],
+    filters: Filters,
+    explain: bool = False,
+) -> RecommendResponse:
+    """The best next items after an anonymous session (oldest first) by the LSTM; session items are never
+    recommended, and the last CONTEXT_LENGTH of them are the model's context."""
+    loaded = registry.model("lstm", kind="sequence")
+    index = registry.item_indices(items)
+    mask = candidate_mask(registry, filters)
+    full_ratings = np.zeros(len(index), dtype=np.float32)
+    full_ratings[: len(ratings)] = ratings
+    with torch.inference_mode():
+        stars = _score_next(loaded, index, full_ratings)
+    mask[index] = False
+    liked = index[full_ratings >= LIKED_STARS] if explain else None
+    return _ranked(registry, loaded, stars.numpy(), mask, filters, liked, user_id=None, strategy="session")
+
+
+def candidate_mask(registry: ModelRegistry, filters: Filters) -> np.ndarray:
+    """Boolean mask over item indices of what may be recommended (never index 0, the padding)."""
+    if filters.k > registry.n_items:
+        raise InvalidRequestError(
+            f"k={filters.k} is larger than the catalog ({registry.n_items} items); "
+            f"ask for at most {registry.n_items}",
+            max_k=registry.n_items,
+        )
+    mask = registry.all_items.copy()
+    if filters.genres:
+        mask &= registry.genre_mask(list(filters.genres))
+    if filters.exclude:
+        mask[registry.item_indices(list(filters.exclude))] = False
+    return mask
+
+
+def top_page(scores: np.ndarray, mask: np.ndarray, *, k: int, offset: int) -> tuple[np.ndarray, int]:
+    """Indices of the candidates ranked offset..offset+k by score (ties: lower index first), and how many
+    candidates there are. Partitions instead of sorting everything: only the top offset+k are ordered."""
+    candidates = np.flatnonzero(mask)
+    total = len(candidates)
+    need = min(offset + k, total)
+    if need <= offset:
+        return candidates[:0], total
+    values = scores[candidates]
+    if need < total:
+        # Keep everything scoring at least the need-th best, ties included, so the order below is total.
+        threshold = np.partition(values, total - need)[total - need]
+        keep = values >= threshold
+        candidates, values = candidates[keep], values[keep]
+    order = np.lexsort((candidates, -values))[:need]
+    page: np.ndarray = candidates[order[offset:]]
+    return page, total
+
+
+def explain_items(loaded: LoadedModel, page: np.ndarray, liked: np.ndarray) -> list[list[tuple[int, float]]]:
+    """For each recommended index, up to EXPLAIN_TOP (liked index, cosine similarity), most similar first."""
+    liked = np.unique(liked)
+    if len(page) == 0 or len(liked) == 0:
+        return [[] for _ in page]
+    unit = loaded.unit_embeddings
+    similarity = unit[page] @ unit[liked].T  # [k, n_liked], one product for the whole page
+    similarity[page[:, None] == liked[None, :]] = -np.inf  # an item does not explain itself
+    n = min(EXPLAIN_TOP, len(liked))
+    top = np.argsort(-similarity, axis=1, kind="stable")[:, :n]
+    best = np.take_along_axis(similarity, top, axis=1)
+    result: list[list[tuple[int, float]]] = []
+    for row_items, row_sims in zip(liked[top].tolist(), best.tolist(), strict=True):
+        result.append([(i, s) for i, s in zip(row_items, row_sims, strict=True) if s != -np.inf])
+    return result
+
+
+def _score_next(loaded: LoadedModel, items: np.ndarray, ratings: np.ndarray) -> torch.Tensor:
+    context_items, context_ratings = left_pad(items, ratings, CONTEXT_LENGTH)
+    out: torch.Tensor = loaded.module.score_next(
+        torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None])
+    )
+    return out
+
+
+def _ranked(
+    registry: ModelRegistry,
+    loaded: LoadedModel,
+    stars: np.ndarray,
+    mask: np.ndarray,
+    filters: Filters,
+    liked: np.ndarray | None,
+    *,
+    user_id: int | None,
+    strategy: Literal["personalized", "session"],
+) -> RecommendResponse:
+    scores = stars + loaded.rank_bonus
+    page, total = top_page(scores, mask, k=filters.k, offset=filters.offset)
+    because = explain_items(loaded, page, liked) if liked is not None else None
+    return RecommendResponse(
+        user_id=user_id,
+        model=loaded.name,
+        model_version=loaded.version,
+        strategy=strategy,
+        total=total,
+        offset=filters.offset,
+        items=_items(registry, page, scores[page], stars[page], because),
+    )
+
+
+def _popular(
+    registry: ModelRegistry,
+    user_id: int,
+    loaded: LoadedModel,
+    mask: np.ndarray,
+    filters: Filters,
+    explain: bool,
+) -> RecommendResponse:
+    counts = registry.popularity.astype(np.float64)
+    page, total = top_page(counts, mask, k=filters.k, offset=filters.offset)
+    return RecommendResponse(
+        user_id=user_id,
+        model=loaded.name,
+        model_version=None,
+        strategy="popular",
+        total=total,
+        offset=filters.offset,
+        items=_items(registry, page, counts[page], None, [[] for _ in page] if explain else None),
+    )
+
+
+def _items(
+    registry: ModelRegistry,
+    page: np.ndarray,
+    scores: np.ndarray,
+    stars: np.ndarray | None,
+    because: list[list[tuple[int, float]]] | None,
+) -> list[RecommendedItem]:
+    score_list = np.round(scores.astype(np.float64), DECIMALS).tolist()
+    star_list = np.round(stars.astype(np.float64), DECIMALS).tolist() if stars is not None else None
+    result = []
+    for position, index in enumerate(page.tolist()):
+        item = registry.item(index)
+        result.append(
+            RecommendedItem(
+                item_id=item.item_id,
+                title=item.title,
+                year=item.year,
+                genres=item.genres,
+                score=score_list[position],
+                rating=star_list[position] if star_list is not None else None,
+                because=None
+                if because is None
+                else [
+                    Because(
+                        item_id=registry.item(i).item_id,
+                        title=registry.item(i).title,
+                        similarity=round(s, DECIMALS),
+                    )
+                    for i, s in because[position]
+                ],
+            )
+        )
+    return result

@@ -1,0 +1,39 @@
+"""Unit tests of the vectorised helpers behind the endpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.registry import _lookup, popularity_prior
+from app.services.predict import left_pad
+from app.services.recommend import top_page
+
+
+def test_lookup_maps_raw_ids_of_an_unsorted_catalog() -> None:
+    raw = np.array([30, 10, 20], dtype=np.int64)  # index 1 is raw 30, index 2 raw 10, index 3 raw 20
+    order = np.argsort(raw, kind="stable")
+    found = _lookup(raw[order], order, [10, 20, 30, 40, 2**70, -1])
+    assert found.tolist() == [2, 3, 1, 0, 0, 0]
+
+
+def test_popularity_prior_is_log_scaled_to_one() -> None:
+    prior = popularity_prior(np.array([0, 0, 9, 99]))
+    assert prior.tolist() == [0.0, 0.0, np.float32(np.log(10) / np.log(100)), 1.0]
+    assert popularity_prior(np.zeros(4, dtype=np.int64)).tolist() == [0.0] * 4
+
+
+def test_top_page_orders_ties_by_index_and_pages_consistently() -> None:
+    scores = np.array([9.0, 1.0, 3.0, 3.0, 5.0, 3.0, 0.0])
+    mask = np.array([False, True, True, True, True, True, True])
+    page, total = top_page(scores, mask, k=10, offset=0)
+    assert total == 6 and page.tolist() == [4, 2, 3, 5, 1, 6]
+    pages = [top_page(scores, mask, k=2, offset=o)[0].tolist() for o in (0, 2, 4, 6)]
+    assert pages == [[4, 2], [3, 5], [1, 6], []]
+
+
+def test_left_pad_keeps_the_last_items_and_aligns_their_ratings() -> None:
+    items, ratings = left_pad(np.array([5, 6, 7]), np.array([4.0], dtype=np.float32), 5)
+    assert items.tolist() == [0, 0, 5, 6, 7] and ratings.tolist() == [0, 0, 4, 0, 0]
+    items, ratings = left_pad(np.arange(1, 13), np.arange(1, 12, dtype=np.float32) % 5 + 1, 9)
+    assert items.tolist() == list(range(4, 13))
+    assert ratings.tolist()[-1] == 0.0 and ratings.tolist()[0] == (4 % 5) + 1
