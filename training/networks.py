@@ -7,6 +7,8 @@ methods (`predict`, `score_all`/`score_next`, `item_embeddings`) are the serving
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -77,7 +79,7 @@ class DenseNet(nn.Module):
             nn.init.zeros_(emb.weight)
         self.first = nn.Linear(2 * dim, hidden[0])
         layers: list[nn.Module] = [nn.ReLU(), nn.Dropout(dropout)]
-        for a, b in zip(hidden[:-1], hidden[1:], strict=True):
+        for a, b in itertools.pairwise(hidden):
             layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
         layers.append(nn.Linear(hidden[-1], 1))
         self.rest = nn.Sequential(*layers)
