@@ -85,4 +85,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 
 # sh -c so HOST, PORT and WEB_CONCURRENCY come from the environment at run time; exec so uvicorn is PID 1 and
 # gets SIGTERM from `docker stop` directly (graceful shutdown instead of a SIGKILL after 10 s).
-CMD ["sh", "-c", "exec uvicorn app.main:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\""]
+CMD ["sh", "-c", "exec uvicorn app.main:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\" --no-access-log --timeout-graceful-shutdown 10"]

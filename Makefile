@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 serve: setup
-	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT) --no-access-log --timeout-graceful-shutdown 10
 
 train: setup
 	$(BIN)/python -m training --data $(DATA) --split u1 --out bench/out/u1-store

@@ -17,11 +17,12 @@ maps raw MovieLens ids to those indices. Every TorchScript module returns rating
 - mf, dense: ``predict(users: Tensor[B] int64, items: Tensor[B] int64) -> Tensor[B]``;
   ``score_all(user: Tensor[1] int64) -> Tensor[n_items + 1]`` (index 0 is padding, ignore it);
   ``item_embeddings() -> Tensor[n_items + 1, d]``.
-- lstm: ``predict(items: Tensor[B, L] int64, ratings: Tensor[B, L] float32) -> Tensor[B, L]`` where items are
-  oldest first, left-padded with 0, and ``ratings`` are the known stars of those items (0 = unknown). The value at
-  position k depends only on items <= k and ratings < k. ``score_next(items: Tensor[1, L], ratings: Tensor[1, L])
-  -> Tensor[n_items + 1]`` scores every item as the next one after the context (an anonymous sequence, from the
-  LSTM's zero state); ``score_all(user)`` as above, from the state after the user's whole training history.
+- lstm: ``predict(items: Tensor[B, L] int64, ratings: Tensor[B, L] float32) -> Tensor[B, L]`` where items
+  are oldest first, left-padded with 0, and ``ratings`` are the known stars of those items (0 = unknown). The
+  value at position k depends only on items <= k and ratings < k.
+  ``score_next(items: Tensor[1, L], ratings: Tensor[1, L]) -> Tensor[n_items + 1]`` scores every item as the
+  next one after the context (an anonymous sequence, from the LSTM's zero state); ``score_all(user)`` as
+  above, from the state after the user's whole training history.
   ``item_embeddings()`` as above.
 
 Ranking (`/recommend`) orders candidates by ``stars + popularity_weight * log1p(count) / log1p(max count)``
@@ -80,7 +81,8 @@ class ModelEntry(FileRef):
     n_parameters: int
     popularity_weight: float = Field(
         default=0.0,
-        description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
+        description="Ranking blend chosen on validation data: "
+        "rank by stars + w * log1p(count) / log1p(max count)",
     )
 
 

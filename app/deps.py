@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.metrics import ServiceMetrics
 from app.registry import ModelRegistry, RegistryHolder
 from app.settings import Settings
 
@@ -18,7 +19,11 @@ async def get_registry_holder(request: Request) -> RegistryHolder:
 
 
 async def get_registry(request: Request) -> ModelRegistry:
-    """The registry loaded at startup; `NotReadyError` (503) while there is none."""
+    """The registry being served; `NotReadyError` (503) while there is none.
+
+    Resolved once per request (FastAPI caches a dependency within a request), so a handler and everything it
+    calls use one registry even if a hot reload swaps in another meanwhile.
+    """
     holder: RegistryHolder = request.app.state.registry_holder
     return holder.get()
 
@@ -28,7 +33,13 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 # For endpoints that manage the service itself (reload, admin): the holder to swap, and the settings.
 RegistryHolderDep = Annotated[RegistryHolder, Depends(get_registry_holder)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -63,3 +63,7 @@ class UnknownGenreError(RecsysError):
 
 class InvalidRequestError(RecsysError):
     """A well-formed request that cannot be served as asked (e.g. k larger than the catalog)."""
+
+
+class ReloadFailedError(RecsysError):
+    """A hot reload could not load the new store; the previous models keep serving."""

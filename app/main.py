@@ -19,19 +19,32 @@ while other processes load the CPU). A worker therefore uses one core; scale wit
 (``WEB_CONCURRENCY``), one per core. Anything slow (loading a store for a reload) belongs in
 ``anyio.to_thread.run_sync``, off the event loop.
 
+Hot reload: ``POST /admin/reload`` (with the ``X-API-Key`` of ``RECSYS_ADMIN_API_KEY``) or SIGHUP loads the
+store again in a worker thread and swaps it in; a store that fails to load leaves the current models serving
+(`app.services.admin`).
+
+Middleware, outermost first: `ObservabilityMiddleware` (request id, access log, Prometheus metrics at
+``/metrics``, JSON 500 for anything unhandled), CORS (only with ``RECSYS_CORS_ORIGINS``), then
+`BodySizeLimitMiddleware`.
+
 Extending: routers are included in `_include_routers`, error mappings live in `ERROR_STATUS`, and the
 registry sits in ``app.state.registry_holder`` (a `RegistryHolder`) so a reload can swap it atomically.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -43,14 +56,18 @@ from app.errors import (
     NotReadyError,
     RecsysError,
     RegistryError,
+    ReloadFailedError,
     UnknownGenreError,
     UnknownItemError,
     UnknownModelError,
     UnknownUserError,
 )
-from app.middleware import BodySizeLimitMiddleware
+from app.logs import configure_logging
+from app.metrics import ServiceMetrics
+from app.middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from app.registry import ModelRegistry, RegistryHolder
-from app.routers import health, items, models, predict, recommend
+from app.routers import admin, health, items, metrics, models, predict, recommend
+from app.services.admin import reload_models
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +79,7 @@ ERROR_STATUS: dict[type[RecsysError], int] = {
     UnknownItemError: 404,
     UnknownGenreError: 422,
     InvalidRequestError: 422,
+    ReloadFailedError: 409,
     NotReadyError: 503,
     RegistryError: 503,
 }
@@ -71,7 +89,9 @@ TAGS = [
     {"name": "items", "description": "The catalog and item-to-item similarity"},
     {"name": "models", "description": "Loaded models, their versions and held-out metrics"},
     {"name": "health", "description": "Liveness and readiness probes"},
+    {"name": "admin", "description": "Operating the service; needs the X-API-Key header"},
 ]
+RELOAD_SHUTDOWN_WAIT = 30.0  # seconds a SIGHUP reload still running at shutdown may take to finish
 
 
 @asynccontextmanager
@@ -87,19 +107,52 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("refusing to start: %s", e)
         raise
     holder.set(registry)
+    reloads: set[asyncio.Task[None]] = set()
+    hangup = _reload_on_sighup(app, reloads)
     try:
         yield
     finally:
+        if hangup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if reloads:
+            await asyncio.wait(reloads, timeout=RELOAD_SHUTDOWN_WAIT)
         holder.clear("the service is shutting down")
+
+
+def _reload_on_sighup(app: FastAPI, tasks: set[asyncio.Task[None]]) -> bool:
+    """Make SIGHUP reload the model store; False where a handler cannot be installed (not the main thread,
+    as under TestClient, or no signal support)."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            await reload_models(
+                holder=app.state.registry_holder,
+                directory=app.state.settings.models_dir,
+                metrics=app.state.metrics,
+                trigger="SIGHUP",
+            )
+        except ReloadFailedError:
+            pass  # logged by reload_models; the previous models keep serving
+        except Exception:
+            log.exception("reload on SIGHUP failed")
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)  # keep a reference until it is done, or it may be garbage-collected mid-reload
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        return False
+    return True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; models load when its lifespan starts, not here."""
-    # The service's own INFO lines (what was loaded, from where) without other libraries' INFO chatter;
-    # basicConfig does nothing when the host (pytest, a custom uvicorn log config) already set up logging.
-    logging.getLogger("app").setLevel(logging.INFO)
-    logging.basicConfig(format="%(levelname)s:     %(name)s: %(message)s")
     settings = settings or get_settings()
+    configure_logging(settings.log_format)
     app = FastAPI(
         title="Movie recommendations",
         version=VERSION,
@@ -112,9 +165,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry_holder = RegistryHolder()
+    app.state.metrics = ServiceMetrics(app.state.registry_holder)
     _include_routers(app)
     _add_error_handlers(app)
     add_offline_docs(app)
+    # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -122,12 +177,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
+            expose_headers=["X-Request-ID", "X-Model-Version"],
         )
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, access_log=settings.access_log)
     return app
 
 
 def _include_routers(app: FastAPI) -> None:
-    for module in (predict, recommend, items, models, health):
+    for module in (predict, recommend, items, models, health, admin, metrics):
         for route in module.router.routes:
             # A handler's one-line docstring is its OpenAPI summary (FastAPI would title-case its name).
             if isinstance(route, APIRoute) and route.summary is None and route.description:
@@ -142,11 +199,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         status = next((code for cls, code in ERROR_STATUS.items() if isinstance(exc, cls)), 400)
         return JSONResponse({"detail": exc.message, **exc.extra}, status_code=status)
 
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        # Logged with its traceback; the client gets JSON like every other error, without internals.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
-
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 400:
@@ -155,6 +207,24 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": [issue]}, status_code=422)
         return await http_exception_handler(request, exc)
 
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # FastAPI's own handler, except that the echoed input may hold NaN or Infinity (Python's JSON parser
+        # accepts them): JSON cannot encode those, so they are echoed as the text the client sent.
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    # Any other exception becomes a JSON 500 in `ObservabilityMiddleware`, which knows the request id.
     app.add_exception_handler(RecsysError, domain_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _json_safe(value: object) -> object:
+    """`value` with every non-finite float replaced by its JSON-ish spelling ("NaN", "Infinity", "-Infinity")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

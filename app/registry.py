@@ -7,6 +7,10 @@ exists only once it is complete, and `RegistryHolder` swaps the app's registry a
 Trust: every file's bytes are read once, checked against the manifest's SHA-256, and only those verified bytes
 are parsed or handed to ``torch.jit.load`` (from memory, so a file replaced after the check is never read).
 Histories are plain arrays loaded with ``allow_pickle=False``.
+
+Hot reload: `RegistryHolder.reload` builds a complete new registry in a worker thread (off the event loop),
+then swaps it in; requests already running keep the registry they started with, and a failed load leaves the
+current one serving.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import anyio
+import anyio.to_thread
 import numpy as np
 import torch
 from pydantic import ValidationError
@@ -93,6 +99,7 @@ class ModelRegistry:
         self.catalog = catalog
         self.models = models
         self.load_seconds = load_seconds
+        self.loaded_at = time.time()
         self.n_users = len(catalog.user_ids)
         self.n_items = len(catalog.items)
         self.genres = list(catalog.genres)
@@ -424,13 +431,15 @@ def _first_line(error: BaseException) -> str:
 class RegistryHolder:
     """The app's current registry, swapped as one reference so a request never sees a half-built one.
 
-    A request reads ``holder.get()`` once and uses that registry throughout, so a swap (hot reload) between
-    two requests is safe without locks.
+    A request reads ``holder.get()`` once and uses that registry throughout, so a swap (hot reload) while it
+    runs does not affect it: it finishes on the models it started with, which live until it drops them.
     """
 
     def __init__(self) -> None:
         self._registry: ModelRegistry | None = None
         self.reason = "the model store has not been loaded yet"
+        # Serialises reloads: two at once would load the store twice and could swap in the older result last.
+        self._reload_lock = anyio.Lock()
 
     @property
     def registry(self) -> ModelRegistry | None:
@@ -448,3 +457,20 @@ class RegistryHolder:
     def clear(self, reason: str) -> None:
         self._registry = None
         self.reason = reason
+
+    async def reload(self, directory: Path) -> tuple[ModelRegistry | None, ModelRegistry]:
+        """Load, verify and warm the store in `directory` in a worker thread, then swap it in.
+
+        Reloads run one at a time; one that arrives during another waits for it, then loads again (the store
+        may have changed since the first one read it). Returns the previous and the new registry.
+
+        Raises
+        ------
+        RegistryError
+            The store cannot be loaded; the current registry stays installed and keeps serving.
+        """
+        async with self._reload_lock:
+            # The event loop keeps serving requests with the current registry while this thread loads.
+            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory)
+            previous, self._registry = self._registry, registry
+            return previous, registry

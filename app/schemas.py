@@ -17,8 +17,12 @@ from app.artifacts import SEQUENCE_LENGTH, DatasetInfo, Metrics
 MAX_ID = 2**31 - 1
 MAX_PAIR_ITEMS = 1000
 MAX_SESSION_ITEMS = 1000
+MAX_EXCLUDE = 1000  # ids to leave out of a recommendation; more than half the ML-100K catalog
+MAX_GENRES = 32  # genre filters; ML-100K has 19 genres
+MAX_GENRE_LENGTH = 64
 
 RawId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="Raw MovieLens id")]
+Genre = Annotated[str, Field(min_length=1, max_length=MAX_GENRE_LENGTH, description="A genre, any case")]
 Stars = Annotated[float, Field(strict=True, ge=1, le=5, description="A rating in stars, 1 to 5")]
 
 
@@ -214,13 +218,19 @@ class SessionRecommendRequest(_Request):
         max_length=MAX_SESSION_ITEMS,
         description="Known stars of the leading items (at most one per item)",
     )
-    k: int = Field(default=10, ge=1, description="How many items to return (at most the catalog size)")
+    k: int = Field(
+        default=10, ge=1, le=MAX_ID, description="How many items to return (at most the catalog size)"
+    )
     model: Literal["lstm"] = Field(
         default="lstm", description="Only the sequence model (lstm) reads sessions"
     )
-    genres: list[str] | None = Field(default=None, description="Only items having any of these genres")
-    exclude: list[RawId] | None = Field(default=None, description="Raw item ids never to recommend")
-    offset: int = Field(default=0, ge=0, description="Skip this many of the best items (paging)")
+    genres: list[Genre] | None = Field(
+        default=None, max_length=MAX_GENRES, description="Only items having any of these genres"
+    )
+    exclude: list[RawId] | None = Field(
+        default=None, max_length=MAX_EXCLUDE, description="Raw item ids never to recommend"
+    )
+    offset: int = Field(default=0, ge=0, le=MAX_ID, description="Skip this many of the best items (paging)")
     explain: bool = Field(default=False, description="Add `because`: similar session items rated 4+")
 
     @model_validator(mode="after")
@@ -330,6 +340,29 @@ class ReadyResponse(_Schema):
     models: dict[str, str] = Field(description="Loaded model name -> version", examples=[{"mf": "mf-8b31"}])
     dataset_split: str
     load_seconds: float
+
+
+class ReloadResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "reloaded",
+                    "previous": {"mf": "mf-8b312703ebc9", "dense": "dense-0c1d2e3f4a5b"},
+                    "models": {"mf": "mf-5e6f7a8b9c0d", "dense": "dense-0c1d2e3f4a5b"},
+                    "changed": ["mf"],
+                    "load_seconds": 1.42,
+                }
+            ]
+        },
+    )
+
+    status: Literal["reloaded"] = "reloaded"
+    previous: dict[str, str] = Field(description="Model name -> version served before the reload")
+    models: dict[str, str] = Field(description="Model name -> version served from now on")
+    changed: list[str] = Field(description="Models whose version differs (added, replaced or removed)")
+    load_seconds: float = Field(description="Reading, verifying and warming the new store")
 
 
 class ErrorResponse(_Schema):

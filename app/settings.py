@@ -10,12 +10,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.logs import LogFormat
+
+MIN_API_KEY_LENGTH = 16
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
+    # hide_input_in_errors: a rejected RECSYS_ADMIN_API_KEY must not end up in a start-up traceback.
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", hide_input_in_errors=True)
 
     models_dir: Path = Field(
         default=Path("models_store"),
@@ -38,6 +43,36 @@ class Settings(BaseSettings):
         "products where thread hand-off costs more than it saves; parallelism comes from uvicorn workers "
         "(one per core), and more threads per worker would oversubscribe the cores.",
     )
+
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Key the X-API-Key header must carry for POST /admin/reload; unset or empty = the admin "
+        f"endpoints answer 404. At least {MIN_API_KEY_LENGTH} characters, e.g. `openssl rand -hex 32`.",
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        description="Log lines as 'text' (time level logger message key=value ...) or 'json' (one object per "
+        "line); applies when nothing else (pytest, uvicorn --log-config) configured the root logger.",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One 'request' line per request (method, route template, status, duration, request "
+        "id). Run uvicorn with --no-access-log: its access line holds raw paths (user ids) and client IPs.",
+    )
+
+    @field_validator("admin_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"RECSYS_ADMIN_API_KEY must be at least {MIN_API_KEY_LENGTH} characters")
+        return value
 
     @field_validator("models_dir")
     @classmethod

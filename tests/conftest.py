@@ -162,3 +162,27 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
 def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStore:
     """A complete model store (mf, dense, lstm) trained on nothing: random weights, real export code."""
     return write_synthetic_store(tmp_path_factory.mktemp("synthetic-store"))
+
+
+def write_synthetic_store_with_seed(out: Path, seed: int) -> SyntheticStore:
+    """`write_synthetic_store` with networks initialised from `seed`: the same users, items and histories,
+    other weights, so every model version and prediction differs from the default store's (hot reload tests
+    switch between the two)."""
+    default = globals()["synthetic_networks"]
+    # write_synthetic_store looks synthetic_networks up at call time; swapped only for this one call.
+    globals()["synthetic_networks"] = lambda: default(seed)
+    try:
+        return write_synthetic_store(out)
+    finally:
+        globals()["synthetic_networks"] = default
+
+
+@pytest.fixture(scope="session")
+def other_synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStore:
+    """The synthetic store with other weights (seed 1): another version of every model."""
+    return write_synthetic_store_with_seed(tmp_path_factory.mktemp("synthetic-store-seed1"), seed=1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests run two at a time on two cores: one torch thread each, or their spin-waiting threads fight.
+    torch.set_num_threads(1)

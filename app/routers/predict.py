@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from app.deps import RegistryDep
+from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
     PredictRequest,
@@ -21,9 +22,13 @@ router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSE
 
 # Declared before /{model} so that "lstm" reaches the sequence handler.
 @router.post("/lstm")
-async def predict_sequence(body: SequencePredictRequest, registry: RegistryDep) -> SequencePredictResponse:
+async def predict_sequence(
+    body: SequencePredictRequest, registry: RegistryDep, request: Request
+) -> SequencePredictResponse:
     """Predict the stars of each item in a sequence from the items and ratings before it (LSTM)."""
-    return service.predict_sequence(registry=registry, items=body.items, ratings=body.ratings or [])
+    result = service.predict_sequence(registry=registry, items=body.items, ratings=body.ratings or [])
+    mark_served(request, model=result.model, version=result.model_version)
+    return result
 
 
 @router.post("/{model}")
@@ -31,8 +36,11 @@ async def predict_ratings(
     model: Annotated[str, Path(description="A pair model: mf or dense", examples=["mf"])],
     body: PredictRequest,
     registry: RegistryDep,
+    request: Request,
 ) -> PredictResponse:
     """Predict the stars a user would give each of the items (mf or dense)."""
-    return service.predict_ratings(
+    result = service.predict_ratings(
         registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids
     )
+    mark_served(request, model=result.model, version=result.model_version)
+    return result

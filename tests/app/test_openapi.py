@@ -19,6 +19,7 @@ ENDPOINTS = {
     ("get", "/models/{model}"),
     ("get", "/health"),
     ("get", "/ready"),
+    ("post", "/admin/reload"),
 }
 
 
@@ -58,9 +59,16 @@ def test_error_responses_are_documented(openapi: dict[str, Any]) -> None:
             if path in {"/health", "/models"}:
                 continue
             expected = {"503"} if path == "/ready" else {"404", "422"}
+            if path == "/admin/reload":
+                expected = {"401", "404", "409"}  # disabled, wrong key, the store failed to load
             assert expected <= set(op["responses"]), (method, path)
     error = _schema(openapi, "ErrorResponse")
     assert error["required"] == ["detail"] and error["examples"]
+
+
+def test_the_admin_key_header_is_documented(openapi: dict[str, Any]) -> None:
+    [header] = openapi["paths"]["/admin/reload"]["post"]["parameters"]
+    assert (header["in"], header["name"].lower(), header["required"]) == ("header", "x-api-key", False)
 
 
 def test_docs_pages_load_their_assets_from_this_server(client: TestClient) -> None:

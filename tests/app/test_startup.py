@@ -101,10 +101,19 @@ def test_manifest_with_missing_fields(store_copy: Path) -> None:
     _load_fails(store_copy, MANIFEST_FILE, "models.mf.sha256")
 
 
-def test_missing_catalog(store_copy: Path) -> None:
-    catalog = _manifest(store_copy)["catalog"]["file"]
-    (store_copy / catalog).unlink()
-    _load_fails(store_copy, catalog, "listed in manifest.json but missing")
+@pytest.mark.parametrize("which", ["catalog", "histories", "models.mf", "models.lstm"])
+def test_a_missing_file_is_named(store_copy: Path, which: str) -> None:
+    entry = _manifest(store_copy)
+    for key in which.split("."):
+        entry = entry[key]
+    (store_copy / entry["file"]).unlink()
+    _load_fails(store_copy, str(store_copy / entry["file"]), "listed in manifest.json but missing")
+
+
+def test_truncated_catalog_even_with_a_matching_checksum(store_copy: Path) -> None:
+    data = (store_copy / _manifest(store_copy)["catalog"]["file"]).read_bytes()[:500]
+    path = _replace_file(store_copy, lambda m: m["catalog"], data)
+    _load_fails(store_copy, path.name, "does not match the catalog schema")
 
 
 @pytest.mark.parametrize("which", ["mf", "dense", "lstm"])
@@ -184,6 +193,8 @@ def test_the_app_refuses_to_start_on_a_broken_store(
     assert any(
         "refusing to start" in r.getMessage() and "schema_version" in r.getMessage() for r in caplog.records
     )
+    # Nothing half-loaded is left behind to serve from.
+    assert app.state.registry_holder.registry is None
     assert "schema_version" in app.state.registry_holder.reason
 
 
