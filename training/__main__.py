@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from training.data import SPLITS, DataError, load_movielens
+from training.data import CANONICAL_SPLITS, SPLITS, DataError, load_movielens
 from training.datasource import DATA_ENV, DataSourceError, resolve_data_dir
 from training.pipeline import MODELS, Outcome, run
 
@@ -20,20 +20,14 @@ TUTORIAL_RMSE_SCALED = {"mf": 0.66, "dense": 0.28, "lstm": 0.43}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument(
-        "--data", help=f"ML-100K directory or ml-100k.zip (default: ${DATA_ENV}, cache, or download)"
-    )
+    p.add_argument("--data", help=f"ML-100K directory or ml-100k.zip (default: ${DATA_ENV}, cache, or download)")
     p.add_argument("--split", default="u1", choices=SPLITS, help="training split; 'full' uses every rating")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of mf,dense,lstm")
     p.add_argument("--out", type=Path, default=Path("models_store"), help="model store directory to write")
     p.add_argument("--no-export", action="store_true", help="train and evaluate only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--epochs", type=int, default=None, help="cap on epochs per model (default: each config's)"
-    )
-    p.add_argument(
-        "--eval-split", default="u1", help="with --split full: where the recorded metrics come from"
-    )
+    p.add_argument("--epochs", type=int, default=None, help="cap on epochs per model (default: each config's)")
+    p.add_argument("--eval-split", default="u1", choices=CANONICAL_SPLITS, help="with --split full: where the recorded metrics come from")
     p.add_argument("--no-download", action="store_true", help="never download the data set")
     # Minibatches of a few hundred ratings are too small to gain from intra-op threads, and spare threads spin
     # against anything else on the machine (measured 10x slower on a busy 2-core box with 2 threads).
@@ -42,9 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = set(args.models) - set(MODELS)
     if unknown or not args.models:
-        p.error(
-            f"--models: unknown {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(MODELS)}"
-        )
+        p.error(f"--models: unknown {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(MODELS)}")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be at least 1")
     return args

@@ -46,9 +46,7 @@ class Interactions:
         n = len(self.user_ids)
         for name in ("item_ids", "ratings", "timestamps"):
             if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"Interactions: {name} has {len(getattr(self, name))} entries, user_ids has {n}"
-                )
+                raise ValueError(f"Interactions: {name} has {len(getattr(self, name))} entries, user_ids has {n}")
         if n == 0:
             return
         if self.user_ids.min() < 1 or self.user_ids.max() > self.num_users:
@@ -165,10 +163,8 @@ def load_movielens(directory: Path) -> MovieLens:
     directory = Path(directory)
     genres = [name for name, _ in _read_table(directory / GENRES_FILE, "|", 2, drop_blank=True)]
     users = _read_table(directory / "u.user", "|", 5)
-    user_raw = np.array(
-        [_int(directory / "u.user", i, row[0]) for i, row in enumerate(users, 1)], dtype=np.int64
-    )
-    item_rows = _read_table(directory / "u.item", "|", 5 + len(genres))
+    user_raw = np.array([_int(directory / "u.user", i, row[0]) for i, row in enumerate(users, 1)], dtype=np.int64)
+    item_rows = _read_table(directory / "u.item", "|", 5 + len(genres), exact=True)
     items = []
     for i, row in enumerate(item_rows, 1):
         path = directory / "u.item"
@@ -201,7 +197,9 @@ def load_movielens(directory: Path) -> MovieLens:
     )
 
 
-def _read_table(path: Path, sep: str, min_fields: int, drop_blank: bool = False) -> list[list[str]]:
+def _read_table(
+    path: Path, sep: str, min_fields: int, drop_blank: bool = False, exact: bool = False
+) -> list[list[str]]:
     try:
         # latin-1 is what GroupLens wrote (u.item has accented titles).
         text = path.read_bytes().decode("latin-1")
@@ -214,10 +212,8 @@ def _read_table(path: Path, sep: str, min_fields: int, drop_blank: bool = False)
                 continue
             raise DataError(f"{path}:{number}: blank line")
         fields = line.split(sep)
-        if len(fields) < min_fields:
-            raise DataError(
-                f"{path}:{number}: expected {min_fields} '{sep}'-separated fields, got {len(fields)}"
-            )
+        if len(fields) < min_fields or (exact and len(fields) != min_fields):
+            raise DataError(f"{path}:{number}: expected {min_fields} '{sep}'-separated fields, got {len(fields)}")
         rows.append(fields)
     return rows
 

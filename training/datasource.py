@@ -217,8 +217,7 @@ def _download(url: str, dest: Path, sha256: str | None) -> None:
         else:
             reason = f"{type(exc).__name__}: {exc}"
         raise DataSourceError(
-            f"No MovieLens 100K data found, and downloading it from {url} failed ({reason}). "
-            f"To fix: {_HOW_TO_PROVIDE}."
+            f"No MovieLens 100K data found, and downloading it from {url} failed ({reason}). To fix: {_HOW_TO_PROVIDE}."
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
@@ -229,9 +228,7 @@ def _check_member(name: str) -> None:
     # Backslashes are separators on Windows and never legitimate in this dataset's names.
     posix = PurePosixPath(name.replace("\\", "/"))
     if posix.is_absolute() or ".." in posix.parts or (posix.parts and posix.parts[0].endswith(":")):
-        raise DataSourceError(
-            f"Refusing to extract unsafe zip member {name!r}: it points outside the archive."
-        )
+        raise DataSourceError(f"Refusing to extract unsafe zip member {name!r}: it points outside the archive.")
 
 
 def _extract(zip_path: Path, cache: Path) -> Path:

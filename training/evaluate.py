@@ -54,9 +54,7 @@ def user_tastes(model: nn.Module, history: Interactions, window: int) -> torch.T
     return tastes[torch.arange(len(offsets)), torch.from_numpy(offsets + lengths)]
 
 
-def predict_sequences(
-    model: nn.Module, history: Interactions, queries: Interactions, window: int
-) -> np.ndarray:
+def predict_sequences(model: nn.Module, history: Interactions, queries: Interactions, window: int) -> np.ndarray:
     """Stars the LSTM predicts for each query (user, item, time) from the user's history before that time."""
     tastes, offsets = sequence_tastes(model, history, window)
     order = history.time_order()

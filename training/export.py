@@ -15,7 +15,8 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,21 +51,31 @@ class TrainedModel:
     metrics: list[Metrics]
     training_seconds: float
     epochs: int
+    popularity_weight: float = 0.0  # ranking blend chosen on validation data (see training.ranking)
 
 
-def script(network: nn.Module) -> torch.jit.ScriptModule:
-    """`torch.jit.script` in eval mode; TorchScript is the required artifact format, so its deprecation
-    warning is silenced here and only here."""
-    network.eval()
+@contextmanager
+def _torchscript_is_required() -> Iterator[None]:
+    """TorchScript is the required artifact format: silence its deprecation warning here and only here."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
+        yield
+
+
+def script(network: nn.Module) -> torch.jit.ScriptModule:
+    """`torch.jit.script` in eval mode."""
+    network.eval()
+    with _torchscript_is_required():
         return torch.jit.script(network)
 
 
-def _write_atomic(
-    directory: Path, stem: str, suffix: str, write: Callable[[io.BufferedWriter], None]
-) -> FileRef:
+def _save(module: torch.jit.ScriptModule, f: io.BufferedWriter) -> None:
+    with _torchscript_is_required():
+        torch.jit.save(module, f)
+
+
+def _write_atomic(directory: Path, stem: str, suffix: str, write: Callable[[io.BufferedWriter], None]) -> FileRef:
     """Write to a temp file, fsync, hash, and rename to ``<stem>-<sha12><suffix>``."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}-", suffix=".tmp")
     try:
@@ -125,16 +136,14 @@ def export_store(
     The manifest written.
     """
     out.mkdir(parents=True, exist_ok=True)
-    cat_ref = _write_atomic(
-        out, "catalog", ".json", lambda f: f.write(catalog(data).model_dump_json().encode())
-    )
+    cat_ref = _write_atomic(out, "catalog", ".json", lambda f: f.write(catalog(data).model_dump_json().encode()))
     hist = histories(train)
     hist_ref = _write_atomic(out, "histories", ".npz", lambda f: np.savez(f, **hist))  # type: ignore[arg-type]
     entries = {}
     now = datetime.now(UTC)
     for m in models:
         scripted = script(m.network)
-        ref = _write_atomic(out, m.name, ".pt", lambda f, s=scripted: torch.jit.save(s, f))  # type: ignore[misc]
+        ref = _write_atomic(out, m.name, ".pt", lambda f, s=scripted: _save(s, f))  # type: ignore[misc]
         entries[m.name] = ModelEntry(
             file=ref.file,
             sha256=ref.sha256,
@@ -147,6 +156,7 @@ def export_store(
             hyperparameters=m.hyperparameters,
             metrics=m.metrics,
             n_parameters=sum(p.numel() for p in m.network.parameters()),
+            popularity_weight=m.popularity_weight,
         )
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -177,9 +187,7 @@ def export_store(
 
 
 def _remove_unreferenced(out: Path, manifest: Manifest) -> None:
-    keep = {MANIFEST_FILE, manifest.catalog.file, manifest.histories.file} | {
-        e.file for e in manifest.models.values()
-    }
+    keep = {MANIFEST_FILE, manifest.catalog.file, manifest.histories.file} | {e.file for e in manifest.models.values()}
     for path in out.iterdir():
         if path.is_file() and path.name not in keep and path.suffix in {".pt", ".json", ".npz", ".tmp"}:
             path.unlink()

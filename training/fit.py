@@ -82,6 +82,8 @@ def fit(
         model.eval()
         with torch.inference_mode():
             val = validate()
+        if not math.isfinite(val):
+            raise DivergedError(f"{desc}: validation RMSE is {val} at epoch {epoch}")
         result.train_loss.append(epoch_loss)
         result.val_rmse.append(val)
         result.epochs = epoch

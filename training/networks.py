@@ -17,6 +17,15 @@ def to_stars(scaled: Tensor) -> Tensor:
     return (scaled * 4.0 + 1.0).clamp(1.0, 5.0)
 
 
+def init_normal(embedding: nn.Embedding, std: float) -> None:
+    """Normal weights, with the padding row left at zero (`normal_` would overwrite it, and `padding_idx`
+    then freezes that random row)."""
+    nn.init.normal_(embedding.weight, std=std)
+    if embedding.padding_idx is not None:
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx].zero_()
+
+
 class MatrixFactorization(nn.Module):
     """Dot product of user and item embeddings plus global, user and item biases."""
 
@@ -28,7 +37,7 @@ class MatrixFactorization(nn.Module):
         self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
         self.global_bias = nn.Parameter(torch.tensor([global_mean]))
         for emb in (self.user_factors, self.item_factors):
-            nn.init.normal_(emb.weight, std=0.01)
+            init_normal(emb, std=0.01)
         for emb in (self.user_bias, self.item_bias):
             nn.init.zeros_(emb.weight)
 
@@ -74,7 +83,7 @@ class DenseNet(nn.Module):
         self.user_bias = nn.Embedding(n_users + 1, 1)
         self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
         for emb in (self.user_emb, self.item_emb):
-            nn.init.normal_(emb.weight, std=0.05)
+            init_normal(emb, std=0.05)
         for emb in (self.user_bias, self.item_bias):
             nn.init.zeros_(emb.weight)
         self.first = nn.Linear(2 * dim, hidden[0])
@@ -151,7 +160,7 @@ class SequenceLSTM(nn.Module):
         # Taste after each user's whole training history; filled in by training before export.
         self.register_buffer("user_taste", torch.zeros(n_users + 1, dim + 1))
         for emb in (self.item_in, self.item_out):
-            nn.init.normal_(emb.weight, std=0.05)
+            init_normal(emb, std=0.05)
         for emb in (self.item_bias, self.item_rated, self.item_seen):
             nn.init.zeros_(emb.weight)
 

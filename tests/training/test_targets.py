@@ -1,0 +1,51 @@
+"""Quality on the real data: the three models trained on u1.base must meet their u1.test RMSE targets.
+
+Slow (a full training run) and still part of CI: these targets are what the models are for, so a change
+that loses accuracy fails here rather than in a benchmark nobody reads. (`training.quality`, the report
+command, is tested in `test_quality.py`.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.artifacts import MANIFEST_FILE, Manifest
+from training.data import MovieLens, load_movielens
+from training.pipeline import evaluate, run, train_one
+
+pytestmark = pytest.mark.slow
+
+# Test RMSE in stars on u1.test, for models trained on u1.base (validation carved from u1.base only).
+TARGET_RMSE = {"mf": 0.92, "dense": 0.93, "lstm": 0.95}
+
+
+def test_u1_targets(real_data_dir: Path, tmp_path: Path) -> None:
+    outcomes = run(load_movielens(real_data_dir), split="u1", out=tmp_path)
+    results = {o.model.name: o.test for o in outcomes}
+    assert set(results) == set(TARGET_RMSE)
+    manifest = Manifest.model_validate_json((tmp_path / MANIFEST_FILE).read_text())
+    rmse = {}
+    for name, metrics in results.items():
+        assert metrics is not None
+        assert (metrics.split, metrics.n) == ("u1.base->u1.test", 20_000)
+        # The [0,1]-scale numbers are the star errors over the 4-star range, exactly.
+        assert metrics.rmse_scaled == pytest.approx(metrics.rmse / 4, rel=1e-12)
+        assert metrics.mae_scaled == pytest.approx(metrics.mae / 4, rel=1e-12)
+        assert 0 < metrics.mae <= metrics.rmse
+        assert manifest.models[name].metrics == [metrics]
+        rmse[name] = metrics.rmse
+    # All three numbers in one message: a miss on one model says nothing about the others.
+    summary = ", ".join(f"{name} {rmse[name]:.4f} (target {target})" for name, target in TARGET_RMSE.items())
+    missed = [name for name, target in TARGET_RMSE.items() if rmse[name] > target]
+    assert not missed, f"u1.test RMSE above target for {', '.join(missed)}: {summary}"
+
+
+def test_training_is_deterministic_on_real_data(movielens: MovieLens) -> None:
+    train, test = movielens.split("u1")
+    rmse = []
+    for _ in range(2):
+        network, _ = train_one("mf", train, seed=3, max_epochs=3)
+        rmse.append(evaluate("mf", network, train, test, "u1.base->u1.test").rmse)
+    assert rmse[0] == rmse[1]
