@@ -22,9 +22,12 @@ from tests.conftest import SyntheticStore
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK), reason="chromium not installed; run scripts/system-deps.sh"
-)
+
+
+@pytest.fixture(autouse=True)
+def _chromium_installed() -> None:
+    # `make test` installs it (scripts/system-deps.sh); without it this required test fails, never skips.
+    assert os.access(CHROMIUM, os.X_OK), "chromium not installed; run scripts/system-deps.sh"
 
 
 def _free_port() -> int:

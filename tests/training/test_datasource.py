@@ -19,9 +19,14 @@ from training.datasource import CACHE_ENV, DATA_ENV, DataSourceError, default_ca
 
 # Read at import time, before the autouse fixture clears the variable; the real files are only ever read.
 _REAL_DATA = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[3] / "shared/data/ml-100k")
-needs_real_data = pytest.mark.skipif(
-    not (_REAL_DATA / "u.data").is_file(), reason=f"real MovieLens 100K not found at {_REAL_DATA}"
-)
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The real files are a required part of the test environment: missing, the test fails."""
+    assert (_REAL_DATA / "u.data").is_file(), f"MovieLens 100K not found at {_REAL_DATA}; set {DATA_ENV}"
+    return _REAL_DATA
+
 
 TINY_FILES = {
     "u.data": "1\t1\t5\t874965758\n1\t2\t3\t876893171\n2\t1\t4\t878542960\n",
@@ -115,18 +120,15 @@ def _leftovers(cache: Path) -> list[str]:
 # --- local sources ---------------------------------------------------------------------------------------
 
 
-@needs_real_data
-def test_directory_source_is_returned_as_is(tmp_path: Path) -> None:
+def test_directory_source_is_returned_as_is(tmp_path: Path, real_data: Path) -> None:
     cache = tmp_path / "cache"
     assert resolve_data_dir(_REAL_DATA, cache_dir=cache, download=False) == _REAL_DATA
     assert not cache.exists()  # a plain directory needs no cache
 
 
-@needs_real_data
-def test_directory_holding_ml100k_folder_is_accepted(tmp_path: Path) -> None:
+def test_directory_holding_ml100k_folder_is_accepted(tmp_path: Path, real_data: Path) -> None:
     parent = _REAL_DATA.parent
-    if _REAL_DATA.name != "ml-100k":
-        pytest.skip("real data directory is not named ml-100k")
+    assert _REAL_DATA.name == "ml-100k", "this test needs the real data in a folder named ml-100k"
     assert resolve_data_dir(str(parent), cache_dir=tmp_path / "cache", download=False) == _REAL_DATA
 
 
@@ -275,9 +277,7 @@ def test_download_then_cache_reuse(tmp_path: Path, tiny_zip: Path, server: FakeS
     assert resolve_data_dir(cache_dir=cache, url=url, download=False) == first
 
 
-def test_cached_zip_is_reused_when_extraction_is_missing(
-    tmp_path: Path, tiny_zip: Path, server: FakeServer
-) -> None:
+def test_cached_zip_is_reused_when_extraction_is_missing(tmp_path: Path, tiny_zip: Path, server: FakeServer) -> None:
     cache = tmp_path / "cache"
     sha = _sha256(tiny_zip)
     resolve_data_dir(cache_dir=cache, url=server.url("ml-100k.zip"), sha256=sha)
