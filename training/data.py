@@ -8,6 +8,7 @@ the complete user and item lists in `u.user` / `u.item`, so every split shares o
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def load_movielens(directory: Path) -> MovieLens:
             {
                 "item_id": _int(path, i, row[0]),
                 "title": row[1],
-                "year": _year(row[2]),
+                "year": _year(row[1], row[2]),
                 "genres": [g for g, f in zip(genres, flags, strict=True) if f == 1],
             }
         )
@@ -225,8 +226,11 @@ def _int(path: Path, line: int, value: str) -> int:
         raise DataError(f"{path}:{line}: expected an integer, got {value!r}") from None
 
 
-def _year(date: str) -> int | None:
-    # Release dates look like 01-Jan-1995; one item has none.
+def _year(title: str, date: str) -> int | None:
+    """The year in the title ("Fargo (1996)"), else the release date's (01-Jan-1995); one item has neither."""
+    match = re.search(r"\((\d{4})\)\s*$", title)
+    if match:
+        return int(match.group(1))
     return int(date[-4:]) if len(date) >= 4 and date[-4:].isdigit() else None
 
 
