@@ -3,15 +3,17 @@
 Owned by the reading side (the app); training imports it to write exactly this shape. Nothing here imports
 torch or training code, so the service stays lean and the contract is readable on its own.
 
-Layout of a model store directory::
+Layout of a model store directory (every file but the manifest is named ``<stem>-<first 12 hex of its
+SHA-256>.<ext>``, so a new store's files never overwrite the old one's, and the manifest, replaced last and
+atomically, decides which set is live)::
 
-    manifest.json   Manifest below: dataset, catalog files, one ModelEntry per model, all with SHA-256
-    catalog.json    Catalog below: item metadata and id maps
-    histories.npz   per-user training history in time order (CSR: indptr, items, ratings, timestamps)
-                    and item popularity; plain numpy arrays, loaded with allow_pickle=False
-    <model>.pt      TorchScript, one per model (mf, dense, lstm)
+    manifest.json             Manifest below: dataset, catalog files, one ModelEntry per model, all with SHA-256
+    catalog-<sha12>.json      Catalog below: item metadata and id maps
+    histories-<sha12>.npz     per-user training history in time order (CSR: indptr, items, ratings, timestamps)
+                              and item popularity; plain numpy arrays, loaded with allow_pickle=False
+    <model>-<sha12>.pt        TorchScript, one per model (mf, dense, lstm)
 
-Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). `catalog.json`
+Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). The catalog
 maps raw MovieLens ids to those indices. Every TorchScript module returns ratings in stars within [1, 5]:
 
 - mf, dense: ``predict(users: Tensor[B] int64, items: Tensor[B] int64) -> Tensor[B]``;
@@ -38,8 +40,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-CATALOG_FILE = "catalog.json"
-HISTORIES_FILE = "histories.npz"
 MODEL_NAMES = ("mf", "dense", "lstm")
 ModelName = Literal["mf", "dense", "lstm"]
 # Sequence length the LSTM was trained on; requests are left-padded to it.

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from torch import nn
 
 from app.artifacts import (
     MANIFEST_FILE,
+    MODEL_NAMES,
     SCHEMA_VERSION,
     Catalog,
     DatasetInfo,
@@ -158,17 +160,20 @@ def export_store(
             n_parameters=sum(p.numel() for p in m.network.parameters()),
             popularity_weight=m.popularity_weight,
         )
+    dataset = DatasetInfo(
+        name="ml-100k",
+        split=split,
+        sha256=data.sha256,
+        n_users=train.num_users,
+        n_items=train.num_items,
+        n_ratings=len(train),
+    )
+    merged = {**_carried_over(out, dataset, set(entries)), **entries}
+    entries = {name: merged[name] for name in MODEL_NAMES if name in merged}
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         created_at=now,
-        dataset=DatasetInfo(
-            name="ml-100k",
-            split=split,
-            sha256=data.sha256,
-            n_users=train.num_users,
-            n_items=train.num_items,
-            n_ratings=len(train),
-        ),
+        dataset=dataset,
         catalog=cat_ref,
         histories=hist_ref,
         models=entries,
@@ -186,8 +191,24 @@ def export_store(
     return manifest
 
 
+# Only files this module writes are ever removed from a store directory.
+_OWN_FILE = re.compile(r"^(?:(?:catalog|histories|mf|dense|lstm)-[0-9a-f]{12}\.(?:json|npz|pt)|\..+\.tmp)$")
+
+
 def _remove_unreferenced(out: Path, manifest: Manifest) -> None:
-    keep = {MANIFEST_FILE, manifest.catalog.file, manifest.histories.file} | {e.file for e in manifest.models.values()}
+    keep = {manifest.catalog.file, manifest.histories.file} | {e.file for e in manifest.models.values()}
     for path in out.iterdir():
-        if path.is_file() and path.name not in keep and path.suffix in {".pt", ".json", ".npz", ".tmp"}:
+        if path.is_file() and path.name not in keep and _OWN_FILE.match(path.name):
             path.unlink()
+
+
+def _carried_over(out: Path, dataset: DatasetInfo, written: set[str]) -> dict[str, ModelEntry]:
+    """Entries of the existing store's models that this export does not replace, when they were trained on
+    the same data: retraining only mf must not drop dense and lstm."""
+    try:
+        old = Manifest.model_validate_json((out / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.dataset != dataset:
+        return {}
+    return {name: e for name, e in old.models.items() if name not in written and (out / e.file).is_file()}

@@ -108,6 +108,16 @@ def train_mf(
     return model, result
 
 
+def _pretrained_mf(
+    train: Interactions, val: Interactions, dim: int, generator: torch.Generator, max_epochs: int | None
+) -> tuple[MatrixFactorization, FitResult]:
+    """An MF of width `dim` on the same data and validation split, to start another model from; then reseeds
+    torch from `generator` for that model's own initialisation."""
+    mf, result = train_mf(train, val, replace(MFConfig(), dim=dim), generator, max_epochs)
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    return mf, result
+
+
 def train_dense(
     train: Interactions,
     val: Interactions,
@@ -120,8 +130,7 @@ def train_dense(
     That is NeuMF's pretraining (He et al., 2017): from random embeddings the net stalls at RMSE ~0.933 on
     u1, from MF's it reaches ~0.927. The MF is fitted on the same data and validation split.
     """
-    mf, pre = train_mf(train, val, replace(MFConfig(), dim=config.dim), generator, max_epochs)
-    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    mf, pre = _pretrained_mf(train, val, config.dim, generator, max_epochs)
     model = DenseNet(
         train.num_users,
         train.num_items,
@@ -168,8 +177,7 @@ def train_lstm(
 ) -> tuple[SequenceLSTM, FitResult]:
     """Fit the LSTM over every user's whole history in windows, its output item vectors and biases starting
     from an MF of the same width (u1: 0.949 from random, 0.939 from MF's)."""
-    mf, pre = train_mf(train, val, replace(MFConfig(), dim=config.dim), generator, max_epochs)
-    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    mf, pre = _pretrained_mf(train, val, config.dim, generator, max_epochs)
     model = SequenceLSTM(
         train.num_users,
         train.num_items,

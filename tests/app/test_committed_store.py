@@ -2,7 +2,6 @@
 the examples shown in /docs work against it.
 
 RECSYS_COMMITTED_STORE points these tests at another store (e.g. a fresh `python -m training --out DIR`).
-Skipped, saying so, while the repository has no models_store/manifest.json.
 """
 
 from __future__ import annotations

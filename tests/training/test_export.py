@@ -332,11 +332,9 @@ def _perturbed(model: TrainedModel) -> TrainedModel:
 def test_second_export_replaces_the_manifest_and_removes_unreferenced_files(fitted: Fitted, tmp_path: Path) -> None:
     out = tmp_path / "store"
     first = _export(fitted, out)
-    mf = next(m for m in fitted.models if m.name == "mf")
-    second = _export(fitted, out, [_perturbed(mf)])
+    second = _export(fitted, out, [_perturbed(m) for m in fitted.models])
     assert Manifest.model_validate_json((out / MANIFEST_FILE).read_text()) == second
-    assert set(second.models) == {"mf"}
-    assert second.models["mf"].file != first.models["mf"].file
+    assert all(second.models[name].file != first.models[name].file for name in NAMES)
     assert {p.name for p in out.iterdir()} == _referenced(second) | {MANIFEST_FILE}
     for name in NAMES:
         assert not (out / first.models[name].file).exists()
@@ -409,3 +407,23 @@ def test_script_leaves_the_network_in_eval_mode(fitted: Fitted) -> None:
     scripted = script(network)
     assert not network.training
     assert not scripted.training
+
+
+def test_retraining_one_model_keeps_the_others(fitted: Fitted, tmp_path: Path) -> None:
+    first = _export(fitted, tmp_path)
+    mf = next(m for m in fitted.models if m.name == "mf")
+    second = _export(fitted, tmp_path, [_perturbed(mf)])
+    assert list(second.models) == ["mf", "dense", "lstm"]
+    assert second.models["mf"].sha256 != first.models["mf"].sha256
+    for name in ("dense", "lstm"):
+        assert second.models[name] == first.models[name]
+        assert (tmp_path / first.models[name].file).is_file()
+
+
+def test_export_removes_only_files_it_wrote(fitted: Fitted, tmp_path: Path) -> None:
+    foreign = [tmp_path / "quality.json", tmp_path / "notes.pt", tmp_path / "mf-final.pt"]
+    for path in foreign:
+        path.write_text("not ours")
+    _export(fitted, tmp_path)
+    _export(fitted, tmp_path, [_perturbed(m) for m in fitted.models])
+    assert all(path.read_text() == "not ours" for path in foreign)
