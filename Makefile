@@ -29,7 +29,7 @@ train: setup
 models: setup
 	$(BIN)/python -m training --data $(DATA) --split full --out models_store
 
-test: setup
+test: setup lint
 	bash scripts/system-deps.sh
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

@@ -58,9 +58,7 @@ class FileRef(_Strict):
 class Metrics(_Strict):
     """Error on a held-out split, in stars and on the tutorial's [0,1] scale ((r-1)/4)."""
 
-    split: str = Field(
-        description="Where these were measured, e.g. 'u1.base->u1.test'", examples=["u1.base->u1.test"]
-    )
+    split: str = Field(description="Where these were measured, e.g. 'u1.base->u1.test'", examples=["u1.base->u1.test"])
     n: int = Field(description="Number of held-out ratings")
     rmse: float
     mae: float
@@ -81,8 +79,7 @@ class ModelEntry(FileRef):
     n_parameters: int
     popularity_weight: float = Field(
         default=0.0,
-        description="Ranking blend chosen on validation data: "
-        "rank by stars + w * log1p(count) / log1p(max count)",
+        description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
     )
 
 

@@ -50,9 +50,7 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_progress = Gauge(
-            "recsys_http_requests_in_progress", "Requests being served", registry=self.registry
-        )
+        self.in_progress = Gauge("recsys_http_requests_in_progress", "Requests being served", registry=self.registry)
         self.model_requests = Counter(
             "recsys_model_requests",
             "Successful predict/recommend/similar answers, by route template and the model that ranked "

@@ -258,12 +258,8 @@ def read_manifest(directory: Path) -> Manifest:
     if not isinstance(version, int):
         raise RegistryError(f"{path}: no integer schema_version; not a model store manifest")
     if version != SCHEMA_VERSION:
-        hint = (
-            "upgrade the service" if version > SCHEMA_VERSION else "re-export the store with current training"
-        )
-        raise RegistryError(
-            f"{path}: schema_version {version}, but this service reads schema {SCHEMA_VERSION}; {hint}"
-        )
+        hint = "upgrade the service" if version > SCHEMA_VERSION else "re-export the store with current training"
+        raise RegistryError(f"{path}: schema_version {version}, but this service reads schema {SCHEMA_VERSION}; {hint}")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as e:

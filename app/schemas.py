@@ -218,12 +218,8 @@ class SessionRecommendRequest(_Request):
         max_length=MAX_SESSION_ITEMS,
         description="Known stars of the leading items (at most one per item)",
     )
-    k: int = Field(
-        default=10, ge=1, le=MAX_ID, description="How many items to return (at most the catalog size)"
-    )
-    model: Literal["lstm"] = Field(
-        default="lstm", description="Only the sequence model (lstm) reads sessions"
-    )
+    k: int = Field(default=10, ge=1, le=MAX_ID, description="How many items to return (at most the catalog size)")
+    model: Literal["lstm"] = Field(default="lstm", description="Only the sequence model (lstm) reads sessions")
     genres: list[Genre] | None = Field(
         default=None, max_length=MAX_GENRES, description="Only items having any of these genres"
     )

@@ -83,9 +83,7 @@ def synthetic_data(seed: int = 0) -> tuple[MovieLens, Interactions]:
             "title": [f"Synthetic Movie {i} ({1950 + i % 50})" for i in ITEM_IDS],
             # One item without a year, as in MovieLens.
             "year": pd.array([None if i == 1050 else 1950 + i % 50 for i in ITEM_IDS], dtype="Int64"),
-            "genres": [
-                [g for g, f in zip(GENRES[1:], row, strict=True) if f] or ["unknown"] for row in genre_flags
-            ],
+            "genres": [[g for g, f in zip(GENRES[1:], row, strict=True) if f] or ["unknown"] for row in genre_flags],
         }
     )
     data = MovieLens(

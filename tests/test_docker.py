@@ -192,9 +192,7 @@ def _bind_mount(service: dict[str, Any], target: str) -> dict[str, Any]:
     return mount
 
 
-def test_compose_services_use_the_dockerfile_targets_and_paths(
-    compose: dict[str, Any], stages: list[Stage]
-) -> None:
+def test_compose_services_use_the_dockerfile_targets_and_paths(compose: dict[str, Any], stages: list[Stage]) -> None:
     api, trainer = compose["services"]["api"], compose["services"]["trainer"]
     models_dir = stage_env(stages, stage_named(stages, API_TARGET))["RECSYS_MODELS_DIR"]
 
@@ -301,9 +299,7 @@ def test_api_image_command_serves_ready_on_the_host(stages: list[Stage], tmp_pat
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         # Own session, so the cleanup below can reach any worker processes too.
-        server = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/ready"
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -27,7 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-export", action="store_true", help="train and evaluate only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="cap on epochs per model (default: each config's)")
-    p.add_argument("--eval-split", default="u1", choices=CANONICAL_SPLITS, help="with --split full: where the recorded metrics come from")
+    p.add_argument(
+        "--eval-split",
+        default="u1",
+        choices=CANONICAL_SPLITS,
+        help="with --split full: where the recorded metrics come from",
+    )
     p.add_argument("--no-download", action="store_true", help="never download the data set")
     # Minibatches of a few hundred ratings are too small to gain from intra-op threads, and spare threads spin
     # against anything else on the machine (measured 10x slower on a busy 2-core box with 2 threads).

@@ -56,10 +56,6 @@ router = APIRouter(
         }
     },
 )
-async def reload_models(
-    holder: RegistryHolderDep, settings: SettingsDep, metrics: MetricsDep
-) -> ReloadResponse:
+async def reload_models(holder: RegistryHolderDep, settings: SettingsDep, metrics: MetricsDep) -> ReloadResponse:
     """Reload the model store from RECSYS_MODELS_DIR and serve it without dropping a request."""
-    return await service.reload_models(
-        holder=holder, directory=settings.models_dir, metrics=metrics, trigger="http"
-    )
+    return await service.reload_models(holder=holder, directory=settings.models_dir, metrics=metrics, trigger="http")

@@ -39,8 +39,6 @@ async def predict_ratings(
     request: Request,
 ) -> PredictResponse:
     """Predict the stars a user would give each of the items (mf or dense)."""
-    result = service.predict_ratings(
-        registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids
-    )
+    result = service.predict_ratings(registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids)
     mark_served(request, model=result.model, version=result.model_version)
     return result

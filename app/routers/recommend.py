@@ -104,9 +104,7 @@ def _genres(values: list[str] | None) -> tuple[str, ...]:
         raise _invalid("genres", f"at most {MAX_GENRES} genres", values, "too_long")
     long = [w for w in words if len(w) > MAX_GENRE_LENGTH]
     if long:
-        raise _invalid(
-            "genres", f"a genre has at most {MAX_GENRE_LENGTH} characters", values, "string_too_long"
-        )
+        raise _invalid("genres", f"a genre has at most {MAX_GENRE_LENGTH} characters", values, "string_too_long")
     return words
 
 

@@ -52,9 +52,7 @@ async def reload_models(
             "load_seconds": round(registry.load_seconds, 3),
         },
     )
-    return ReloadResponse(
-        previous=before, models=after, changed=changed, load_seconds=round(registry.load_seconds, 3)
-    )
+    return ReloadResponse(previous=before, models=after, changed=changed, load_seconds=round(registry.load_seconds, 3))
 
 
 def versions(registry: ModelRegistry | None) -> dict[str, str]:

@@ -30,8 +30,7 @@ def similar_items(*, registry: ModelRegistry, item_id: int, model: str, k: int) 
     index = int(registry.item_indices([item_id])[0])
     if k > registry.n_items:
         raise InvalidRequestError(
-            f"k={k} is larger than the catalog ({registry.n_items} items); "
-            f"ask for at most {registry.n_items}",
+            f"k={k} is larger than the catalog ({registry.n_items} items); ask for at most {registry.n_items}",
             max_k=registry.n_items,
         )
     unit = loaded.unit_embeddings
@@ -44,9 +43,7 @@ def similar_items(*, registry: ModelRegistry, item_id: int, model: str, k: int) 
     for index_, sim in zip(page.tolist(), rounded, strict=True):
         item = registry.item(index_)
         items.append(
-            SimilarItem(
-                item_id=item.item_id, title=item.title, year=item.year, genres=item.genres, similarity=sim
-            )
+            SimilarItem(item_id=item.item_id, title=item.title, year=item.year, genres=item.genres, similarity=sim)
         )
     source = registry.item(index)
     return SimilarResponse(

@@ -16,9 +16,7 @@ from app.schemas import Prediction, PredictResponse, SequencePredictResponse
 DECIMALS = 4  # stars to 1e-4: far below model error, and short JSON
 
 
-def predict_ratings(
-    *, registry: ModelRegistry, model: str, user_id: int, item_ids: list[int]
-) -> PredictResponse:
+def predict_ratings(*, registry: ModelRegistry, model: str, user_id: int, item_ids: list[int]) -> PredictResponse:
     """Predicted stars of `user_id` for each of `item_ids`, in order."""
     loaded = registry.model(model, kind="pair")
     user = registry.user_index(user_id)
@@ -33,9 +31,7 @@ def predict_ratings(
     )
 
 
-def predict_sequence(
-    *, registry: ModelRegistry, items: list[int], ratings: list[float]
-) -> SequencePredictResponse:
+def predict_sequence(*, registry: ModelRegistry, items: list[int], ratings: list[float]) -> SequencePredictResponse:
     """Predicted stars of each item of a sequence (oldest first) from the items and ratings before it.
 
     The sequence is left-padded to SEQUENCE_LENGTH with item 0 and rating 0, as the LSTM was trained; unknown
@@ -45,9 +41,9 @@ def predict_sequence(
     index = registry.item_indices(items)
     padded_items, padded_ratings = left_pad(index, np.asarray(ratings, dtype=np.float32), SEQUENCE_LENGTH)
     with torch.inference_mode():
-        stars = loaded.module.predict(
-            torch.from_numpy(padded_items[None]), torch.from_numpy(padded_ratings[None])
-        )[0, SEQUENCE_LENGTH - len(items) :]
+        stars = loaded.module.predict(torch.from_numpy(padded_items[None]), torch.from_numpy(padded_ratings[None]))[
+            0, SEQUENCE_LENGTH - len(items) :
+        ]
     return SequencePredictResponse(
         model=loaded.name, model_version=loaded.version, predictions=_predictions(items, stars)
     )

@@ -62,9 +62,7 @@ def recommend_for_user(
     if exclude_seen:
         mask[seen] = False
     liked = seen[seen_ratings >= LIKED_STARS] if explain else None
-    return _ranked(
-        registry, loaded, stars.numpy(), mask, filters, liked, user_id=user_id, strategy="personalized"
-    )
+    return _ranked(registry, loaded, stars.numpy(), mask, filters, liked, user_id=user_id, strategy="personalized")
 
 
 def recommend_for_session(
@@ -93,8 +91,7 @@ def candidate_mask(registry: ModelRegistry, filters: Filters) -> np.ndarray:
     """Boolean mask over item indices of what may be recommended (never index 0, the padding)."""
     if filters.k > registry.n_items:
         raise InvalidRequestError(
-            f"k={filters.k} is larger than the catalog ({registry.n_items} items); "
-            f"ask for at most {registry.n_items}",
+            f"k={filters.k} is larger than the catalog ({registry.n_items} items); ask for at most {registry.n_items}",
             max_k=registry.n_items,
         )
     mask = registry.all_items.copy()

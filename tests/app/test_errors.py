@@ -23,9 +23,7 @@ def test_an_unexpected_exception_is_a_json_500(
     app = create_app(Settings(models_dir=synthetic_store.path))
     # The default raise_server_exceptions=True: the middleware answers, nothing propagates to the client.
     with TestClient(app) as client, caplog.at_level(logging.INFO):
-        r = client.post(
-            "/predict/mf", json={"user_id": 101, "item_ids": [1001]}, headers={"X-Request-ID": "t-1"}
-        )
+        r = client.post("/predict/mf", json={"user_id": 101, "item_ids": [1001]}, headers={"X-Request-ID": "t-1"})
         assert client.get("/ready").status_code == 200  # the next request is served as usual
     assert r.status_code == 500
     assert r.json() == {"detail": "internal error", "request_id": "t-1"}

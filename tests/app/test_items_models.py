@@ -40,9 +40,7 @@ def test_bad_item_ids(client: TestClient, path: str, status: int) -> None:
 
 
 @pytest.mark.parametrize("model", ["mf", "dense", "lstm"])
-def test_similar_items_are_nearest_by_cosine(
-    client: TestClient, synthetic_store: SyntheticStore, model: str
-) -> None:
+def test_similar_items_are_nearest_by_cosine(client: TestClient, synthetic_store: SyntheticStore, model: str) -> None:
     with torch.no_grad():
         embeddings = synthetic_store.networks[model].item_embeddings().numpy()  # type: ignore[operator]
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -54,9 +52,7 @@ def test_similar_items_are_nearest_by_cosine(
     body = r.json()
     assert body["item_id"] == 1020 and body["model"] == model and body["title"].startswith("Synthetic")
     assert [i["item_id"] for i in body["items"]] == [synthetic_store.item_raw(i) for i in expected]
-    assert [i["similarity"] for i in body["items"]] == pytest.approx(
-        [sims[i - 1] for i in expected], abs=1e-3
-    )
+    assert [i["similarity"] for i in body["items"]] == pytest.approx([sims[i - 1] for i in expected], abs=1e-3)
 
 
 def test_similar_items_never_include_the_item_itself(client: TestClient) -> None:
@@ -73,9 +69,7 @@ def test_bad_similar_parameters(client: TestClient, params: dict[str, str | int]
     assert client.get("/items/1020/similar", params=params).status_code == status
 
 
-def test_models_report_versions_checksums_and_metrics(
-    client: TestClient, synthetic_store: SyntheticStore
-) -> None:
+def test_models_report_versions_checksums_and_metrics(client: TestClient, synthetic_store: SyntheticStore) -> None:
     manifest = json.loads((synthetic_store.path / MANIFEST_FILE).read_text())
     r = client.get("/models")
     assert r.status_code == 200

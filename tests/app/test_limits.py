@@ -182,9 +182,7 @@ def test_integers_too_long_to_parse_are_422(client: TestClient) -> None:
         ("/recommend", b'{"items": [1001], "k": NaN}'),
     ],
 )
-def test_nan_and_infinity_are_422_not_a_failure_to_encode_the_error(
-    client: TestClient, url: str, body: bytes
-) -> None:
+def test_nan_and_infinity_are_422_not_a_failure_to_encode_the_error(client: TestClient, url: str, body: bytes) -> None:
     r = client.post(url, content=body, headers={"content-type": "application/json"})
     _check(r, 422)
     assert any(word in r.text for word in ('"NaN"', '"Infinity"', '"-Infinity"')), r.text
@@ -209,8 +207,7 @@ def test_k_and_ids_out_of_range_say_what_is_allowed(client: TestClient) -> None:
     r = client.get("/recommend/101", params={"k": N_ITEMS + 1})
     _check(r, 422)
     assert (
-        r.json()["detail"]
-        == f"k={N_ITEMS + 1} is larger than the catalog ({N_ITEMS} items); ask for at most {N_ITEMS}"
+        r.json()["detail"] == f"k={N_ITEMS + 1} is larger than the catalog ({N_ITEMS} items); ask for at most {N_ITEMS}"
     )
     for k in (0, -1, 2**63):
         _check(client.get("/recommend/101", params={"k": k}), 422)

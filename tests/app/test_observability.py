@@ -27,9 +27,7 @@ def test_an_acceptable_request_id_is_echoed(client: TestClient, given: str) -> N
     assert r.headers["x-request-id"] == given
 
 
-@pytest.mark.parametrize(
-    "given", ["", "a" * 129, "has space", 'quo"te', "new\\nline", "ümlaut", "a;b", "<x>"]
-)
+@pytest.mark.parametrize("given", ["", "a" * 129, "has space", 'quo"te', "new\\nline", "ümlaut", "a;b", "<x>"])
 def test_an_unacceptable_request_id_is_replaced(client: TestClient, given: str) -> None:
     r = client.get("/health", headers={"X-Request-ID": given.encode("latin-1", "replace")})
     assert GENERATED_ID.fullmatch(r.headers["x-request-id"])
@@ -85,9 +83,7 @@ def test_one_access_line_per_request_without_ids_bodies_or_query(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="app.access"):
         client.get("/recommend/113?k=3&exclude=1033&model=dense", headers={"X-Request-ID": "req-1"})
-        client.post(
-            "/predict/mf", json={"user_id": 117, "item_ids": [1044, 1045]}, headers={"X-Request-ID": "r2"}
-        )
+        client.post("/predict/mf", json={"user_id": 117, "item_ids": [1044, 1045]}, headers={"X-Request-ID": "r2"})
         client.get("/items/99999", headers={"X-Request-ID": "req-3"})
     first, second, third = _access_records(caplog)
     assert vars(first).keys() & (ACCESS_FIELDS | {"model"}) == ACCESS_FIELDS | {"model"}
@@ -166,19 +162,13 @@ def test_requests_are_counted_by_route_template_method_and_status(client: TestCl
     assert _value(after, ok) - _value(before, ok) == 3
     assert _value(after, missing) - _value(before, missing) == 1
     assert _value(after, model) - _value(before, model) == 3
-    bucket = (
-        'recsys_model_request_duration_seconds_bucket{le="+Inf",model="lstm",route="/recommend/{user_id}"}'
-    )
+    bucket = 'recsys_model_request_duration_seconds_bucket{le="+Inf",model="lstm",route="/recommend/{user_id}"}'
     assert _value(after, bucket) - _value(before, bucket) == 3
-    latency = (
-        'recsys_http_request_duration_seconds_count{method="GET",route="/recommend/{user_id}",status="200"}'
-    )
+    latency = 'recsys_http_request_duration_seconds_count{method="GET",route="/recommend/{user_id}",status="200"}'
     assert _value(after, latency) - _value(before, latency) == 3
     # Label values stay a small fixed set: no raw paths, user ids or invented methods.
     assert "/recommend/101" not in after and "/no/such" not in after and "BREW" not in after
-    assert (
-        'route="<unmatched>",status="404"' in after and 'method="other",route="/ready",status="405"' in after
-    )
+    assert 'route="<unmatched>",status="404"' in after and 'method="other",route="/ready",status="405"' in after
 
 
 def test_loaded_versions_and_readiness_are_exported(client: TestClient) -> None:

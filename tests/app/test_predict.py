@@ -124,9 +124,7 @@ def _lstm(client: TestClient, items: list[int], ratings: list[float] | None = No
     return [p["rating"] for p in data["predictions"]]
 
 
-def test_lstm_left_pads_to_the_sequence_length_with_zeros(
-    client: TestClient, synthetic_store: SyntheticStore
-) -> None:
+def test_lstm_left_pads_to_the_sequence_length_with_zeros(client: TestClient, synthetic_store: SyntheticStore) -> None:
     items, ratings = [1009, 1032, 1019], [4.0, 5.0]
     got = _lstm(client, items, ratings)
     pad = SEQUENCE_LENGTH - len(items)

@@ -73,9 +73,7 @@ def test_ranking_is_stars_plus_weighted_popularity_best_first(
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_seen_items_are_excluded_unless_asked(
-    client: TestClient, synthetic_store: SyntheticStore, model: str
-) -> None:
+def test_seen_items_are_excluded_unless_asked(client: TestClient, synthetic_store: SyntheticStore, model: str) -> None:
     seen = set(synthetic_store.history(USER)[0])
     excluded = _get(client, model=model, k=N_ITEMS)
     assert not seen & {i["item_id"] for i in excluded["items"]}
@@ -95,9 +93,7 @@ def test_item_fields_come_from_the_catalog(client: TestClient, synthetic_store: 
         assert item["because"] is None
 
 
-def test_genres_filter_keeps_items_with_any_of_them(
-    client: TestClient, synthetic_store: SyntheticStore
-) -> None:
+def test_genres_filter_keeps_items_with_any_of_them(client: TestClient, synthetic_store: SyntheticStore) -> None:
     frame = synthetic_store.data.items
     wanted = {"Comedy", "Sci-Fi"}
     matching = {int(r.item_id) for r in frame.itertuples() if wanted & set(r.genres)}
@@ -138,9 +134,7 @@ def test_offset_past_the_end_is_an_empty_page(client: TestClient) -> None:
     assert body["items"] == [] and body["total"] > 0
 
 
-def test_explain_names_similar_highly_rated_training_items(
-    client: TestClient, synthetic_store: SyntheticStore
-) -> None:
+def test_explain_names_similar_highly_rated_training_items(client: TestClient, synthetic_store: SyntheticStore) -> None:
     items, ratings = synthetic_store.history(USER)
     liked = {i for i, r in zip(items, ratings, strict=True) if r >= 4}
     assert liked, "the synthetic user needs some 4+ ratings"
@@ -154,9 +148,9 @@ def test_explain_names_similar_highly_rated_training_items(
         assert 1 <= len(because) <= 3
         assert {b["item_id"] for b in because} <= liked
         rec = unit[synthetic_store.item_index(item["item_id"])]
-        sims = sorted(
-            (float(unit[synthetic_store.item_index(i)] @ rec), i) for i in liked if i != item["item_id"]
-        )[::-1]
+        sims = sorted((float(unit[synthetic_store.item_index(i)] @ rec), i) for i in liked if i != item["item_id"])[
+            ::-1
+        ]
         assert [b["item_id"] for b in because] == [i for _, i in sims[: len(because)]]
         for b, (sim, _) in zip(because, sims, strict=False):
             assert b["similarity"] == pytest.approx(sim, abs=1e-3)
@@ -169,9 +163,7 @@ def test_explain_never_explains_an_item_by_itself(client: TestClient) -> None:
         assert item["item_id"] not in {b["item_id"] for b in item["because"]}
 
 
-def test_unknown_user_is_404_unless_popular_fallback(
-    client: TestClient, synthetic_store: SyntheticStore
-) -> None:
+def test_unknown_user_is_404_unless_popular_fallback(client: TestClient, synthetic_store: SyntheticStore) -> None:
     r = client.get("/recommend/5")  # an index, not a raw id
     assert r.status_code == 404 and r.json()["unknown_user_ids"] == [5]
     body = _get(client, user=5, fallback="popular", k=N_ITEMS)
@@ -213,9 +205,7 @@ def test_fallback_does_not_change_a_known_users_recommendations(client: TestClie
         ({"exclude_seen": "maybe"}, 422, "valid boolean"),
     ],
 )
-def test_bad_recommend_parameters(
-    client: TestClient, params: dict[str, Any], status: int, fragment: str
-) -> None:
+def test_bad_recommend_parameters(client: TestClient, params: dict[str, Any], status: int, fragment: str) -> None:
     r = client.get(f"/recommend/{USER}", params=params)
     assert r.status_code == status, r.text
     assert fragment in r.text

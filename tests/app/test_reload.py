@@ -127,9 +127,7 @@ def test_a_missing_or_wrong_key_is_401(
     assert not any(rec.name == "app.services.admin" for rec in caplog.records)  # nothing was reloaded
 
 
-def test_the_key_is_never_logged_or_echoed(
-    keyed_client: TestClient, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_key_is_never_logged_or_echoed(keyed_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         ok = keyed_client.post("/admin/reload", headers=AUTH)
         wrong = keyed_client.post("/admin/reload", headers={"X-API-Key": "wrong-key-wrong-key"})
@@ -223,9 +221,7 @@ def test_concurrent_reloads_run_one_at_a_time(
     monkeypatch.setattr(ModelRegistry, "load", counting_load)
     stores.switch("b")
     with ThreadPoolExecutor(3) as pool:
-        statuses = list(
-            pool.map(lambda _: admin_client.post("/admin/reload", headers=AUTH).status_code, range(3))
-        )
+        statuses = list(pool.map(lambda _: admin_client.post("/admin/reload", headers=AUTH).status_code, range(3)))
     assert statuses == [200, 200, 200]
     assert overlap and max(overlap) == 1, overlap
 
@@ -242,9 +238,7 @@ def test_requests_during_reloads_are_all_answered_by_one_consistent_version(
             r = _send(admin_client, method, url, body)
             assert r.status_code == 200, r.text
             expected.setdefault(r.json()["model_version"], {})[i] = r.json()
-    versions_by_model = {
-        model: {v for v in expected if v.startswith(f"{model}-")} for model in ("mf", "dense", "lstm")
-    }
+    versions_by_model = {model: {v for v in expected if v.startswith(f"{model}-")} for model in ("mf", "dense", "lstm")}
     assert all(len(v) == 2 for v in versions_by_model.values()), versions_by_model
 
     stop = threading.Event()

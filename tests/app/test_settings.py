@@ -14,9 +14,7 @@ from app.settings import Settings, get_settings
 from tests.conftest import SyntheticStore
 
 
-def test_environment_overrides_and_relative_models_dir(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_environment_overrides_and_relative_models_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RECSYS_MODELS_DIR", "stores/a")
     monkeypatch.setenv("RECSYS_CORS_ORIGINS", "http://a.example, http://b.example")
@@ -45,9 +43,7 @@ def test_the_admin_key_is_off_when_empty_and_refused_when_short_without_echoing_
     assert "at least 16 characters" in str(info.value) and "short-secret" not in str(info.value)
 
 
-def test_no_access_lines_when_switched_off(
-    synthetic_store: SyntheticStore, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_no_access_lines_when_switched_off(synthetic_store: SyntheticStore, caplog: pytest.LogCaptureFixture) -> None:
     with (
         TestClient(create_app(Settings(models_dir=synthetic_store.path, access_log=False))) as client,
         caplog.at_level(logging.INFO),

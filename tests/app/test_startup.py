@@ -145,9 +145,7 @@ def test_a_model_of_the_wrong_kind(store_copy: Path) -> None:
 
 
 def test_a_model_built_for_another_catalog(store_copy: Path) -> None:
-    path = _replace_file(
-        store_copy, lambda m: m["models"]["mf"], _saved(MatrixFactorization(N_USERS, N_ITEMS - 10, 4))
-    )
+    path = _replace_file(store_copy, lambda m: m["models"]["mf"], _saved(MatrixFactorization(N_USERS, N_ITEMS - 10, 4)))
     _load_fails(store_copy, path.name, "warm-up call failed")
 
 
@@ -183,16 +181,12 @@ def test_file_names_may_not_leave_the_store(store_copy: Path) -> None:
     _load_fails(store_copy, "'../catalog.json' is not a plain file name")
 
 
-def test_the_app_refuses_to_start_on_a_broken_store(
-    store_copy: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_app_refuses_to_start_on_a_broken_store(store_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
     _edit_manifest(store_copy, lambda m: m.update(schema_version=SCHEMA_VERSION + 1))
     app = create_app(Settings(models_dir=store_copy))
     with pytest.raises(RegistryError, match="schema_version"), TestClient(app):
         pass
-    assert any(
-        "refusing to start" in r.getMessage() and "schema_version" in r.getMessage() for r in caplog.records
-    )
+    assert any("refusing to start" in r.getMessage() and "schema_version" in r.getMessage() for r in caplog.records)
     # Nothing half-loaded is left behind to serve from.
     assert app.state.registry_holder.registry is None
     assert "schema_version" in app.state.registry_holder.reason
