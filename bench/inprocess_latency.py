@@ -27,9 +27,7 @@ from app.settings import Settings
 Request = tuple[str, str, dict[str, Any] | None]  # method, url, json body
 
 
-def scenarios(
-    user_ids: list[int], item_ids: list[int], rng: np.random.Generator
-) -> dict[str, Callable[[], Request]]:
+def scenarios(user_ids: list[int], item_ids: list[int], rng: np.random.Generator) -> dict[str, Callable[[], Request]]:
     def user() -> int:
         return int(rng.choice(user_ids))
 
@@ -96,9 +94,7 @@ async def run(store: Path, calls: int, warmup: int, seed: int) -> dict[str, dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=Path("models_store"))
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)

@@ -65,9 +65,7 @@ def drive(
     return results
 
 
-def run(
-    data: Path, *, duration: int = 10, connections: int = 32, epochs: int | None = None
-) -> dict[str, Any]:
+def run(data: Path, *, duration: int = 10, connections: int = 32, epochs: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
         store, source = find_store(data, work, epochs)

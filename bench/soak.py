@@ -187,9 +187,7 @@ async def _sample_rss(pid: int, tally: _Tally, deadline: float) -> None:
         await asyncio.sleep(RSS_EVERY)
 
 
-async def _reloader(
-    client: httpx.AsyncClient, key: str, every: float, tally: _Tally, deadline: float
-) -> None:
+async def _reloader(client: httpx.AsyncClient, key: str, every: float, tally: _Tally, deadline: float) -> None:
     while time.monotonic() + every < deadline:
         await asyncio.sleep(every)
         r = await client.post("/admin/reload", headers={"X-API-Key": key}, timeout=120)
@@ -207,8 +205,7 @@ async def run_load(url: str, pid: int, catalog: Catalog, args: argparse.Namespac
         deadline = time.monotonic() + args.duration
         budget = [args.max_requests]
         tasks = [
-            _worker(client, mix, random.Random(args.seed + n), tally, deadline, budget)
-            for n in range(args.concurrency)
+            _worker(client, mix, random.Random(args.seed + n), tally, deadline, budget) for n in range(args.concurrency)
         ]
         extra = [_sample_rss(pid, tally, deadline)]
         if args.reload_every > 0:
@@ -228,9 +225,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
         env.update(RECSYS_MODELS_DIR=str(store), RECSYS_ADMIN_API_KEY=key)
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
-            server = subprocess.Popen(
-                uvicorn_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            server = subprocess.Popen(uvicorn_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://{HOST}:{port}"
         try:
             wait_ready(url, server)

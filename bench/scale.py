@@ -1,0 +1,119 @@
+"""MovieLens-25M-sized behaviour without a download: random-weight networks at 25M's user/item counts,
+synthetic random ratings, exported with the real `export_store` and served by the real server."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.server import get_json, run_wrk, serve
+from bench.training_speed import mf_loop_rate
+from training.data import Interactions
+from training.export import TrainedModel, export_store
+from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
+
+N_USERS = 162_541  # MovieLens 25M
+N_ITEMS = 62_423
+N_RATINGS_25M = 25_000_095
+
+
+def synthetic_interactions(n_ratings: int, seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    return Interactions(
+        user_ids=rng.integers(1, N_USERS + 1, n_ratings, dtype=np.int64),
+        item_ids=rng.integers(1, N_ITEMS + 1, n_ratings, dtype=np.int64),
+        ratings=rng.integers(1, 6, n_ratings).astype(np.float32),
+        timestamps=rng.integers(800_000_000, 1_600_000_000, n_ratings, dtype=np.int64),
+        num_users=N_USERS,
+        num_items=N_ITEMS,
+    )
+
+
+def synthetic_movielens(ratings: Interactions) -> SimpleNamespace:
+    """What `training.export.catalog` reads from a `MovieLens`."""
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(1, N_ITEMS + 1),
+            "title": [f"Synthetic film {i}" for i in range(1, N_ITEMS + 1)],
+            "year": pd.array(np.full(N_ITEMS, 2000), dtype="Int64"),
+            "genres": [["Drama"]] * N_ITEMS,
+        }
+    )
+    return SimpleNamespace(
+        items=items,
+        user_raw_ids=np.arange(1, N_USERS + 1),
+        item_raw_ids=np.arange(1, N_ITEMS + 1),
+        genres=["Drama"],
+        sha256=hashlib.sha256(b"synthetic-ml-25m").hexdigest(),
+        ratings=ratings,
+    )
+
+
+def build_store(out: Path, n_ratings: int) -> dict[str, float]:
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    train = synthetic_interactions(n_ratings)
+    times["generate_s"] = time.perf_counter() - t
+    torch.manual_seed(0)
+    lstm = SequenceLSTM(N_USERS, N_ITEMS, 32, 64)
+    with torch.no_grad():
+        lstm.user_taste.normal_(0, 0.1)  # a trained store has a taste per user; zeros would be unrealistic
+    networks = {
+        "mf": MatrixFactorization(N_USERS, N_ITEMS, 128),
+        "dense": DenseNet(N_USERS, N_ITEMS, 64, [64, 32], 0.3),
+        "lstm": lstm,
+    }
+    models = [
+        TrainedModel(name=n, network=net, hyperparameters={}, metrics=[], training_seconds=0.0, epochs=0)
+        for n, net in networks.items()
+    ]
+    t = time.perf_counter()
+    export_store(out, models, data=synthetic_movielens(train), train=train, split="synthetic")  # type: ignore[arg-type]
+    times["export_s"] = time.perf_counter() - t
+    times["store_mb"] = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    return times
+
+
+def run(*, n_ratings: int, train_ratings: int, train_batches: int, duration: int, connections: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"n_users": N_USERS, "n_items": N_ITEMS, "n_ratings": n_ratings}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        store = Path(tmp) / "store"
+        result["build"] = build_store(store, n_ratings)
+        with serve(store, log_path=Path(tmp) / "server.log") as server:
+            result["ready_seconds"] = server.ready_seconds
+            result["rss_after_load_mb"] = server.rss_after_load_mb
+            ready = get_json(server.url + "/ready")
+            result["registry_load_seconds"] = ready.get("load_seconds")
+            routes = []
+            for model in ("mf", "dense", "lstm"):
+                url = f"{server.url}/recommend/1000?k=10&model={model}"
+                get_json(url)
+                routes.append(
+                    asdict(
+                        run_wrk(
+                            f"GET /recommend/{{u}}?model={model}",
+                            url,
+                            duration=duration,
+                            connections=connections,
+                        )
+                    )
+                )
+            result["routes"] = routes
+    # Training throughput: the real train_mf inner loop on a fraction of 25M, a few minibatches, extrapolated.
+    train = synthetic_interactions(train_ratings, seed=1)
+    loop = mf_loop_rate(train, batches=train_batches)
+    result["training"] = {
+        "n_ratings": train_ratings,
+        **loop,
+        "epoch_seconds_at_25m_if_linear": N_RATINGS_25M / loop["ratings_per_s"],
+    }
+    return result

@@ -1,0 +1,177 @@
+"""Run the real service as a subprocess and load it with `wrk`: start → /ready time, RSS, wrk parsing.
+
+The server is started exactly as the README does (``uvicorn app.main:create_app --factory``), on loopback,
+with ``RECSYS_MODELS_DIR`` pointing at the store under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # loopback only
+
+
+@dataclass
+class Server:
+    pid: int
+    url: str
+    ready_seconds: float  # process start -> first 200 from /ready
+    rss_after_load_mb: float
+
+
+@dataclass
+class WrkResult:
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p75_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    command: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of `pid` from /proc (VmRSS, in MiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def uvicorn_command(port: int) -> list[str]:
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    return [str(uvicorn), "app.main:create_app", "--factory", "--host", HOST, "--port", str(port)]
+
+
+@contextmanager
+def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None) -> Iterator[Server]:
+    """Start uvicorn on `store`, wait for /ready, yield, then stop the process we started (by pid)."""
+    port = free_port()
+    env = {**os.environ, "RECSYS_MODELS_DIR": str(store)}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    start = time.perf_counter()
+    proc = subprocess.Popen(uvicorn_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{HOST}:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before /ready (log: {log_path})")
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"server not ready after {timeout} s (log: {log_path})")
+            try:
+                with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        ready = time.perf_counter() - start
+        yield Server(pid=proc.pid, url=url, ready_seconds=ready, rss_after_load_mb=rss_mb(proc.pid))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_path:
+            log.close()  # type: ignore[union-attr]
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def lua_post(path: Path, body: dict[str, Any]) -> Path:
+    """A wrk script that POSTs `body` as JSON on every request."""
+    text = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
+    path.write_text(f"wrk.method = 'POST'\nwrk.body = '{text}'\nwrk.headers['Content-Type'] = 'application/json'\n")
+    return path
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(value: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if not m:
+        raise ValueError(f"unparsable wrk latency {value!r}")
+    return float(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def parse_wrk(name: str, output: str, command: str) -> WrkResult:
+    """Requests/s, the 50/75/90/99 percentiles of `--latency`, non-2xx and socket errors from wrk's text."""
+    pct = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if rps is None or len(pct) != 4 or total is None:
+        raise RuntimeError(f"could not parse wrk output for {name}:\n{output}")
+    return WrkResult(
+        name=name,
+        requests_per_s=float(rps.group(1)),
+        p50_ms=pct[50],
+        p75_ms=pct[75],
+        p90_ms=pct[90],
+        p99_ms=pct[99],
+        requests=int(total.group(1)),
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors=sum(int(g) for g in sock.groups()) if sock else 0,
+        command=command,
+    )
+
+
+def run_wrk(
+    name: str,
+    url: str,
+    *,
+    script: Path | None = None,
+    threads: int = 2,
+    connections: int = 32,
+    duration: int = 10,
+) -> WrkResult:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk not found; run `bash scripts/system-deps.sh`")
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    cmd.append(url)
+    shown = " ".join(["wrk", *cmd[1:]])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    return parse_wrk(name, out, shown)
