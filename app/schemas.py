@@ -246,7 +246,7 @@ class ItemResponse(_Schema):
                 {
                     "item_id": 242,
                     "title": "Kolya (1996)",
-                    "year": 1997,
+                    "year": 1996,
                     "genres": ["Comedy"],
                     "n_ratings": 117,
                 }
