@@ -27,6 +27,21 @@ class FitResult:
     val_rmse: list[float] = field(default_factory=list)  # validation RMSE in stars per epoch
 
 
+class Optimizers:
+    """Several optimizers stepped as one, e.g. SparseAdam for embedding tables and Adam for the rest."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -37,7 +52,7 @@ def fit(
     loss_fn: LossFn,
     validate: Callable[[], float],
     *,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
     batch_size: int,
     max_epochs: int,
     patience: int,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from training.data import Interactions
 from training.evaluate import error_metrics, predict_pairs, predict_sequences, scale, user_tastes
-from training.fit import FitResult, fit
+from training.fit import FitResult, Optimizers, fit
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 
 SEQUENCE_LENGTH = 10
@@ -92,7 +92,10 @@ def train_mf(
         pred = (p * q).sum(-1) + m.user_bias(users).squeeze(-1) + m.item_bias(items).squeeze(-1) + m.global_bias
         return F.mse_loss(pred, target) + config.reg * (p.pow(2).sum(-1) + q.pow(2).sum(-1)).mean()
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    embeddings = [model.user_factors.weight, model.item_factors.weight, model.user_bias.weight, model.item_bias.weight]
+    optimizer = Optimizers(
+        torch.optim.SparseAdam(embeddings, lr=config.lr), torch.optim.Adam([model.global_bias], lr=config.lr)
+    )
     result = fit(
         model,
         _pair_tensors(train),

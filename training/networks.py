@@ -31,10 +31,12 @@ class MatrixFactorization(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, dim: int, global_mean: float = 0.5) -> None:
         super().__init__()
-        self.user_factors = nn.Embedding(n_users + 1, dim)
-        self.item_factors = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        self.user_bias = nn.Embedding(n_users + 1, 1)
-        self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
+        # Sparse gradients: a minibatch updates only the rows it touches, so a step costs the same whatever
+        # the number of users and items (dense Adam would sweep every row of every table on every step).
+        self.user_factors = nn.Embedding(n_users + 1, dim, sparse=True)
+        self.item_factors = nn.Embedding(n_items + 1, dim, padding_idx=0, sparse=True)
+        self.user_bias = nn.Embedding(n_users + 1, 1, sparse=True)
+        self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0, sparse=True)
         self.global_bias = nn.Parameter(torch.tensor([global_mean]))
         for emb in (self.user_factors, self.item_factors):
             init_normal(emb, std=0.01)
