@@ -43,7 +43,7 @@ class MinibatchResult:
 
 
 def minibatch_mf(train: Interactions, val: Interactions, epochs: int = 2, seed: int = 0) -> MinibatchResult:
-    """The repository's own `train_mf` (SVD++-style implicit part included), capped at `epochs`."""
+    """The repository's own `train_mf`, capped at `epochs`."""
     _, result = train_mf(train, val, MFConfig(), torch.Generator().manual_seed(seed), max_epochs=epochs)
     return MinibatchResult(epochs=result.epochs, seconds=result.seconds, n_train=len(train))
 
