@@ -43,7 +43,7 @@ def training_section(t: dict[str, Any], cmd: str) -> list[str]:
         f"{t['minibatch_ratings_per_s']:,.0f} | {t['minibatch_seconds_per_epoch']:.2f} |",
         f"| `train_mf` inner loop only, first {loop['batches']} minibatches (no validation) | "
         f"{loop['ratings_per_s']:,.0f} | {loop['epoch_seconds_extrapolated']:.2f} (extrapolated) |",
-        f"| one rating per Adam step, same network/loss/lr, {t['single_steps']} steps | "
+        f"| one rating per optimizer step, same network/optimizer/loss/lr, {t['single_steps']} steps | "
         f"{t['single_ratings_per_s']:,.0f} | {t['n_train'] / t['single_ratings_per_s']:.1f} (extrapolated) |",
         "",
         f"**Minibatch / single-sample ratio: {t['ratio']:.0f}×** (inner loop only: "

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from bench.server import REPO
 from training.data import Interactions, load_movielens
 from training.fit import FitResult
-from training.models import MFConfig, train_mf
+from training.models import MFConfig, mf_optimizer, train_mf
 from training.networks import MatrixFactorization
 from training.pipeline import validation_parts
 
@@ -49,11 +49,11 @@ def minibatch_mf(train: Interactions, val: Interactions, epochs: int = 2, seed: 
 
 
 def single_sample_mf(train: Interactions, steps: int = 2000, seed: int = 0) -> float:
-    """Ratings/s of one rating per Adam step on the same network, loss (MSE on (r-1)/4 + L2) and lr."""
+    """Ratings/s of one rating per optimizer step on the same network, optimizer, loss and lr as `train_mf`."""
     config = MFConfig()
     torch.manual_seed(seed)
     model = MatrixFactorization(train.num_users, train.num_items, config.dim, 0.5)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = mf_optimizer(model, config.lr)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(train), steps)
     users = torch.from_numpy(train.user_ids[rows])

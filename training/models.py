@@ -75,6 +75,12 @@ def _pair_tensors(data: Interactions) -> list[Tensor]:
     ]
 
 
+def mf_optimizer(model: MatrixFactorization, lr: float) -> Optimizers:
+    """SparseAdam for the embedding tables (sparse gradients), Adam for the global bias."""
+    tables = [model.user_factors.weight, model.item_factors.weight, model.user_bias.weight, model.item_bias.weight]
+    return Optimizers(torch.optim.SparseAdam(tables, lr=lr), torch.optim.Adam([model.global_bias], lr=lr))
+
+
 def train_mf(
     train: Interactions,
     val: Interactions,
@@ -92,10 +98,7 @@ def train_mf(
         pred = (p * q).sum(-1) + m.user_bias(users).squeeze(-1) + m.item_bias(items).squeeze(-1) + m.global_bias
         return F.mse_loss(pred, target) + config.reg * (p.pow(2).sum(-1) + q.pow(2).sum(-1)).mean()
 
-    embeddings = [model.user_factors.weight, model.item_factors.weight, model.user_bias.weight, model.item_bias.weight]
-    optimizer = Optimizers(
-        torch.optim.SparseAdam(embeddings, lr=config.lr), torch.optim.Adam([model.global_bias], lr=config.lr)
-    )
+    optimizer = mf_optimizer(model, config.lr)
     result = fit(
         model,
         _pair_tensors(train),
