@@ -134,7 +134,7 @@ def train_dense(
     """Fit the dense net, starting from the embeddings and biases of an MF of the same width.
 
     That is NeuMF's pretraining (He et al., 2017): from random embeddings the net stalls at RMSE ~0.933 on
-    u1, from MF's it reaches ~0.927. The MF is fitted on the same data and validation split.
+    u1, from MF's it reaches ~0.923. The MF is fitted on the same data and validation split.
     """
     mf, pre = _pretrained_mf(train, val, config.dim, generator, max_epochs)
     model = DenseNet(
