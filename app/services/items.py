@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.errors import InvalidRequestError
 from app.registry import ModelRegistry
 from app.schemas import ItemResponse, SimilarItem, SimilarResponse
 from app.services.predict import DECIMALS
-from app.services.recommend import top_page
+from app.services.recommend import check_k, top_page
 
 
 def get_item(*, registry: ModelRegistry, item_id: int) -> ItemResponse:
@@ -28,11 +27,7 @@ def similar_items(*, registry: ModelRegistry, item_id: int, model: str, k: int) 
     """The k items whose embeddings in `model` are nearest to `item_id`'s by cosine, most similar first."""
     loaded = registry.model(model)
     index = int(registry.item_indices([item_id])[0])
-    if k > registry.n_items:
-        raise InvalidRequestError(
-            f"k={k} is larger than the catalog ({registry.n_items} items); ask for at most {registry.n_items}",
-            max_k=registry.n_items,
-        )
+    check_k(registry, k)
     unit = loaded.unit_embeddings
     similarity = unit @ unit[index]  # one matrix-vector product over the catalog
     mask = registry.all_items.copy()

@@ -22,19 +22,5 @@ def get_model(*, registry: ModelRegistry, model: str) -> ModelInfo:
 
 
 def _info(loaded: LoadedModel) -> ModelInfo:
-    entry = loaded.entry
-    return ModelInfo(
-        name=entry.name,
-        kind=loaded.kind,
-        version=entry.version,
-        file=entry.file,
-        sha256=entry.sha256,
-        trained_at=entry.trained_at,
-        training_seconds=entry.training_seconds,
-        epochs=entry.epochs,
-        torch_version=entry.torch_version,
-        hyperparameters=entry.hyperparameters,
-        metrics=entry.metrics,
-        popularity_weight=entry.popularity_weight,
-        n_parameters=entry.n_parameters,
-    )
+    # ModelInfo is the manifest entry plus how the model scores.
+    return ModelInfo(kind=loaded.kind, **loaded.entry.model_dump())

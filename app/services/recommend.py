@@ -87,13 +87,18 @@ def recommend_for_session(
     return _ranked(registry, loaded, stars.numpy(), mask, filters, liked, user_id=None, strategy="session")
 
 
-def candidate_mask(registry: ModelRegistry, filters: Filters) -> np.ndarray:
-    """Boolean mask over item indices of what may be recommended (never index 0, the padding)."""
-    if filters.k > registry.n_items:
+def check_k(registry: ModelRegistry, k: int) -> None:
+    """`InvalidRequestError` when `k` asks for more items than the catalog has."""
+    if k > registry.n_items:
         raise InvalidRequestError(
-            f"k={filters.k} is larger than the catalog ({registry.n_items} items); ask for at most {registry.n_items}",
+            f"k={k} is larger than the catalog ({registry.n_items} items); ask for at most {registry.n_items}",
             max_k=registry.n_items,
         )
+
+
+def candidate_mask(registry: ModelRegistry, filters: Filters) -> np.ndarray:
+    """Boolean mask over item indices of what may be recommended (never index 0, the padding)."""
+    check_k(registry, filters.k)
     mask = registry.all_items.copy()
     if filters.genres:
         mask &= registry.genre_mask(list(filters.genres))
