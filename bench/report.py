@@ -122,9 +122,8 @@ def scale_section(c: dict[str, Any], cmd: str) -> list[str]:
     lines = [
         "## Scale: a MovieLens-25M-sized store",
         "",
-        f"Command: `{cmd}` (its `scale` part). No download: random-weight "
-        "`MatrixFactorization(162541, 62423, "
-        "128)`, `DenseNet(…, 64, [64, 32], 0.3)`, `SequenceLSTM(…, 32, 64)` (random `user_taste`), and "
+        f"Command: `{cmd}` (its `scale` part). No download: random-weight networks of the shipped shapes "
+        "(`MFConfig`, `DenseConfig`, `LSTMConfig`) for 162,541 users × 62,423 items (random `user_taste`), and "
         f"**{c['n_ratings']:,} uniformly random ratings ({frac:.0%} of 25M's count)** for the "
         "histories, exported "
         "with `training.export.export_store` and served by the same uvicorn command.",

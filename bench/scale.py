@@ -19,6 +19,7 @@ from bench.server import get_json, run_wrk, serve
 from bench.training_speed import mf_loop_rate
 from training.data import Interactions
 from training.export import TrainedModel, export_store
+from training.models import DenseConfig, LSTMConfig, MFConfig
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 
 N_USERS = 162_541  # MovieLens 25M
@@ -64,12 +65,13 @@ def build_store(out: Path, n_ratings: int) -> dict[str, float]:
     train = synthetic_interactions(n_ratings)
     times["generate_s"] = time.perf_counter() - t
     torch.manual_seed(0)
-    lstm = SequenceLSTM(N_USERS, N_ITEMS, 32, 64)
+    mf, dense, seq = MFConfig(), DenseConfig(), LSTMConfig()  # the shipped shapes
+    lstm = SequenceLSTM(N_USERS, N_ITEMS, seq.dim, seq.hidden, seq.dropout)
     with torch.no_grad():
         lstm.user_taste.normal_(0, 0.1)  # a trained store has a taste per user; zeros would be unrealistic
     networks = {
-        "mf": MatrixFactorization(N_USERS, N_ITEMS, 128),
-        "dense": DenseNet(N_USERS, N_ITEMS, 64, [64, 32], 0.3),
+        "mf": MatrixFactorization(N_USERS, N_ITEMS, mf.dim),
+        "dense": DenseNet(N_USERS, N_ITEMS, dense.dim, dense.hidden, dense.dropout),
         "lstm": lstm,
     }
     models = [

@@ -16,13 +16,12 @@ from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.server import REPO
 from training.data import Interactions, load_movielens
 from training.fit import FitResult
-from training.models import MFConfig, mf_optimizer, train_mf
+from training.models import MFConfig, mf_loss, mf_optimizer, train_mf
 from training.networks import MatrixFactorization
 from training.pipeline import validation_parts
 
@@ -49,7 +48,7 @@ def minibatch_mf(train: Interactions, val: Interactions, epochs: int = 2, seed: 
 
 
 def single_sample_mf(train: Interactions, steps: int = 2000, seed: int = 0) -> float:
-    """Ratings/s of one rating per optimizer step on the same network, optimizer, loss and lr as `train_mf`."""
+    """Ratings/s of one rating per optimizer step with `train_mf`'s own network, loss, optimizer and lr."""
     config = MFConfig()
     torch.manual_seed(seed)
     model = MatrixFactorization(train.num_users, train.num_items, config.dim, 0.5)
@@ -62,10 +61,7 @@ def single_sample_mf(train: Interactions, steps: int = 2000, seed: int = 0) -> f
     model.train()
     start = time.perf_counter()
     for k in range(steps):
-        u, i, t = users[k : k + 1], items[k : k + 1], targets[k : k + 1]
-        pred = model(u, i)
-        penalty = model.user_factors(u).pow(2).sum(-1) + model.item_factors(i).pow(2).sum(-1)
-        loss = F.mse_loss(pred, t) + config.reg * penalty.mean()
+        loss = mf_loss(model, (users[k : k + 1], items[k : k + 1], targets[k : k + 1]), config.reg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -37,14 +37,23 @@ def predict_pairs(model: nn.Module, data: Interactions) -> np.ndarray:
 
 def sequence_tastes(model: nn.Module, history: Interactions, window: int) -> tuple[torch.Tensor, np.ndarray]:
     """Run the LSTM over every user's whole history: taste vectors ``[n_users + 1, width + 1, d]`` and the
-    left-pad offsets, so ``tastes[u, offsets[u] + k]`` summarises user u's first k history ratings."""
-    items, ratings, offsets, _ = history.to_histories(window)
+    left-pad offsets, so ``tastes[u, offsets[u] + k]`` summarises user u's first k history ratings (zero past
+    the end of the history)."""
+    items, ratings, offsets, lengths = history.to_histories(window)
     it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
-    out = []
+    ends = offsets + lengths
+    order = np.argsort(ends, kind="stable")  # users of similar length together: little right padding to run
+    chunks = [order[lo : lo + 128] for lo in range(0, len(order), 128)]
+    tastes: torch.Tensor | None = None
     with torch.inference_mode():
-        for lo in range(0, len(items), 256):
-            out.append(model.run(it[lo : lo + 256], rt[lo : lo + 256])[0])  # type: ignore[operator]
-    return torch.cat(out), offsets
+        for chunk in chunks:
+            rows, width = torch.from_numpy(chunk), int(ends[chunk].max())
+            taste = model.run(it[rows, :width], rt[rows, :width])[0]  # type: ignore[operator]
+            if tastes is None:
+                tastes = torch.zeros(len(items), items.shape[1] + 1, taste.shape[-1])
+            tastes[rows, : width + 1] = taste
+    assert tastes is not None
+    return tastes, offsets
 
 
 def user_tastes(model: nn.Module, history: Interactions, window: int) -> torch.Tensor:
