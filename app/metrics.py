@@ -73,6 +73,7 @@ class ServiceMetrics:
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        self._series: dict[tuple[str, str, int, str | None], list[tuple[Counter, Histogram]]] = {}
         self.registry.register(_RegistryCollector(holder))
         # Resident memory, CPU seconds, open files, GC: what a soak test or a leak hunt looks at first.
         ProcessCollector(registry=self.registry)
@@ -80,13 +81,25 @@ class ServiceMetrics:
         GCCollector(registry=self.registry)
 
     def observe(self, method: str, route: str, status: int, seconds: float, model: str | None) -> None:
+        key = (method, route, status, model)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._series_for(*key)
+        for counter, histogram in series:
+            counter.inc()
+            histogram.observe(seconds)
+
+    def _series_for(
+        self, method: str, route: str, status: int, model: str | None
+    ) -> list[tuple[Counter, Histogram]]:
+        """The labelled children one kind of request updates; looked up once per label combination, which
+        are bounded sets, instead of on every request."""
         method = method if method in METHODS else "other"
         code = str(status)
-        self.requests.labels(method, route, code).inc()
-        self.latency.labels(method, route, code).observe(seconds)
+        series = [(self.requests.labels(method, route, code), self.latency.labels(method, route, code))]
         if model is not None and 200 <= status < 300:
-            self.model_requests.labels(route, model).inc()
-            self.model_latency.labels(route, model).observe(seconds)
+            series.append((self.model_requests.labels(route, model), self.model_latency.labels(route, model)))
+        return series
 
 
 class _RegistryCollector:

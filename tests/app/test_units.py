@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.registry import _lookup, popularity_prior
+from app.registry import IdIndex, popularity_prior
 from app.services.predict import left_pad
 from app.services.recommend import top_page
 
 
-def test_lookup_maps_raw_ids_of_an_unsorted_catalog() -> None:
-    raw = np.array([30, 10, 20], dtype=np.int64)  # index 1 is raw 30, index 2 raw 10, index 3 raw 20
-    order = np.argsort(raw, kind="stable")
-    found = _lookup(raw[order], order, [10, 20, 30, 40, 2**70, -1])
-    assert found.tolist() == [2, 3, 1, 0, 0, 0]
+def test_id_index_maps_raw_ids_of_an_unsorted_catalog() -> None:
+    ids = IdIndex([30, 10, 20])  # index 1 is raw 30, index 2 raw 10, index 3 raw 20
+    found = ids.indices([10, 20, 30, 40, 2**70, -1])
+    assert found.tolist() == [2, 3, 1, 0, 0, 0] and found.dtype == np.int64
+    assert ids.indices([]).shape == (0,) and ids.index(30) == 1 and ids.index(31) == 0
 
 
 def test_popularity_prior_is_log_scaled_to_one() -> None:
