@@ -89,9 +89,7 @@ class ServiceMetrics:
             counter.inc()
             histogram.observe(seconds)
 
-    def _series_for(
-        self, method: str, route: str, status: int, model: str | None
-    ) -> list[tuple[Counter, Histogram]]:
+    def _series_for(self, method: str, route: str, status: int, model: str | None) -> list[tuple[Counter, Histogram]]:
         """The labelled children one kind of request updates; looked up once per label combination, which
         are bounded sets, instead of on every request."""
         method = method if method in METHODS else "other"
