@@ -39,7 +39,7 @@ def training_section(t: dict[str, Any], cmd: str) -> list[str]:
         "",
         "| loop | ratings/s | seconds/epoch |",
         "|---|---:|---:|",
-        f"| `train_mf`, batch 256, `max_epochs=2` (includes one validation pass per epoch) | "
+        f"| `train_mf`, batch {loop.get('batch_size', '?')}, `max_epochs=2` (with one validation pass per epoch) | "
         f"{t['minibatch_ratings_per_s']:,.0f} | {t['minibatch_seconds_per_epoch']:.2f} |",
         f"| `train_mf` inner loop only, first {loop['batches']} minibatches (no validation) | "
         f"{loop['ratings_per_s']:,.0f} | {loop['epoch_seconds_extrapolated']:.2f} (extrapolated) |",
@@ -143,13 +143,17 @@ def scale_section(c: dict[str, Any], cmd: str) -> list[str]:
             f"p99 **{r['p99_ms']:.1f} ms** ({_ok(met)}, target < {SCALE_P99_TARGET_MS:.0f} ms), "
             f"non-2xx {r['non_2xx']} |"
         )
+    for r in c.get("routes_one_connection", []):
+        lines.append(
+            f"| `{r['name']}`, 1 connection | {r['requests_per_s']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+            f"p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']} |"
+        )
     lines += [
         "",
-        "Training throughput at scale: `train_mf`'s real loss and optimizer (via `fit` replaced by "
-        "a timer), "
-        f"first {tr['batches']} minibatches of 256 on {tr['n_ratings']:,} synthetic ratings over the "
-        "25M-sized "
-        f"index space: **{tr['ratings_per_s']:,.0f} ratings/s**, {per_batch * 1000:.0f} ms per minibatch.",
+        "Training throughput at scale: `train_mf`'s real loss and optimizer (via `fit` replaced by a timer), "
+        f"first {tr['batches']} minibatches of {tr.get('batch_size', '?')} on {tr['n_ratings']:,} synthetic "
+        f"ratings over the 25M-sized index space: **{tr['ratings_per_s']:,.0f} ratings/s**, "
+        f"{per_batch * 1000:.0f} ms per minibatch.",
         "",
         f"- one epoch of those {tr['n_ratings']:,} ratings: ≈ {tr['epoch_seconds_extrapolated'] / 60:.0f} min",
         f"- one epoch of 25M ratings *if* per-batch cost stayed constant: ≈ "

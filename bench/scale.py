@@ -95,21 +95,16 @@ def run(*, n_ratings: int, train_ratings: int, train_batches: int, duration: int
             result["rss_after_load_mb"] = server.rss_after_load_mb
             ready = get_json(server.url + "/ready")
             result["registry_load_seconds"] = ready.get("load_seconds")
-            routes = []
+            routes, single = [], []
             for model in ("mf", "dense", "lstm"):
                 url = f"{server.url}/recommend/1000?k=10&model={model}"
                 get_json(url)
-                routes.append(
-                    asdict(
-                        run_wrk(
-                            f"GET /recommend/{{u}}?model={model}",
-                            url,
-                            duration=duration,
-                            connections=connections,
-                        )
-                    )
-                )
+                name = f"GET /recommend/{{u}}?model={model}"
+                routes.append(asdict(run_wrk(name, url, duration=duration, connections=connections)))
+                # One request at a time: the latency of a request itself, without queueing behind others.
+                single.append(asdict(run_wrk(name, url, duration=duration, threads=1, connections=1)))
             result["routes"] = routes
+            result["routes_one_connection"] = single
     # Training throughput: the real train_mf inner loop on a fraction of 25M, a few minibatches, extrapolated.
     train = synthetic_interactions(train_ratings, seed=1)
     loop = mf_loop_rate(train, batches=train_batches)

@@ -119,6 +119,7 @@ def mf_loop_rate(train: Interactions, batches: int, seed: int = 0) -> dict[str, 
     rate = record["ratings"] / record["seconds"]
     return {
         "batches": batches,
+        "batch_size": record["batch_size"],
         "ratings_timed": record["ratings"],
         "seconds_timed": record["seconds"],
         "ratings_per_s": rate,
