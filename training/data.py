@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,27 @@ class DataError(ValueError):
     """Bad input data; the message names the file and, where there is one, the line."""
 
 
+# Age bands of the GroupLens demographics (u.user); each band is one user feature.
+AGE_BANDS = (18, 25, 35, 45, 50, 56)
+
+
+@dataclass(frozen=True)
+class SideFeatures:
+    """What is known of users and items beyond their ratings, as feature indices (0 is padding).
+
+    Parameters
+    ----------
+    user_features : int64 ``[num_users + 1, 3]``: each user's age band, gender and occupation
+    item_features : int64 ``[num_items + 1, max genres]``: each item's genres, right-padded with 0
+    num_user_features, num_item_features : sizes of the feature index spaces (tables need one more row)
+    """
+
+    user_features: np.ndarray
+    item_features: np.ndarray
+    num_user_features: int
+    num_item_features: int
+
+
 @dataclass(frozen=True)
 class Interactions:
     """Ratings as parallel arrays over one index space.
@@ -34,6 +55,7 @@ class Interactions:
     ratings : float32 stars in [1, 5]
     timestamps : int64 unix seconds
     num_users, num_items : sizes of the index spaces (embeddings need one more row, for padding)
+    features : side features of the same users and items, where known
     """
 
     user_ids: np.ndarray
@@ -42,6 +64,7 @@ class Interactions:
     timestamps: np.ndarray
     num_users: int
     num_items: int
+    features: SideFeatures | None = None
 
     def __post_init__(self) -> None:
         n = len(self.user_ids)
@@ -69,6 +92,7 @@ class Interactions:
             self.timestamps[index],
             self.num_users,
             self.num_items,
+            self.features,
         )
 
     def time_order(self) -> np.ndarray:
@@ -142,7 +166,8 @@ class MovieLens:
         return self._read_ratings(f"{name}.base"), self._read_ratings(f"{name}.test")
 
     def _read_ratings(self, filename: str) -> Interactions:
-        return _ratings(self.directory / filename, self.user_raw_ids, self.item_raw_ids)
+        ratings = _ratings(self.directory / filename, self.user_raw_ids, self.item_raw_ids)
+        return replace(ratings, features=self.ratings.features)
 
 
 def validation_split(
@@ -187,6 +212,9 @@ def load_movielens(directory: Path) -> MovieLens:
     item_frame = item_frame.iloc[order].reset_index(drop=True)
     data_path = directory / "u.data"
     ratings = _ratings(data_path, np.sort(user_raw), item_raw[order])
+    users_in_order = [users[k] for k in np.argsort(user_raw, kind="stable")]
+    features = side_features(directory / "u.user", users_in_order, [item_rows[k][5:] for k in order])
+    ratings = replace(ratings, features=features)
     return MovieLens(
         ratings=ratings,
         user_raw_ids=np.sort(user_raw),
@@ -195,6 +223,31 @@ def load_movielens(directory: Path) -> MovieLens:
         genres=genres,
         directory=directory,
         sha256=hashlib.sha256(data_path.read_bytes()).hexdigest(),
+    )
+
+
+def side_features(path: Path, users: list[list[str]], genre_flags: list[list[str]]) -> SideFeatures:
+    """User demographics (u.user rows: id|age|gender|occupation|zip) and item genre flags as feature indices.
+
+    User features are numbered age bands first, then the two genders, then the occupations in sorted order.
+    """
+    ages = np.array([_int(path, i, row[1]) for i, row in enumerate(users, 1)])
+    occupations = sorted({row[3] for row in users})
+    genders = np.array([row[2] == "M" for row in users], dtype=np.int64)
+    band = np.digitize(ages, AGE_BANDS) + 1  # 1..len(AGE_BANDS) + 1
+    gender = len(AGE_BANDS) + 2 + genders
+    occupation = len(AGE_BANDS) + 4 + np.array([occupations.index(row[3]) for row in users])
+    user_features = np.vstack([np.zeros((1, 3), np.int64), np.stack([band, gender, occupation], axis=1)])
+    genres = [[g + 1 for g, flag in enumerate(flags) if flag.strip() == "1"] for flags in genre_flags]
+    width = max((len(g) for g in genres), default=0)
+    item_features = np.zeros((len(genres) + 1, max(width, 1)), np.int64)
+    for row, ids in enumerate(genres, 1):
+        item_features[row, : len(ids)] = ids
+    return SideFeatures(
+        user_features.astype(np.int64),
+        item_features,
+        len(AGE_BANDS) + 3 + len(occupations),
+        len(genre_flags[0]) if genre_flags else 0,
     )
 
 

@@ -62,6 +62,64 @@ class MatrixFactorization(nn.Module):
         return self.item_factors.weight
 
 
+class FeaturedMF(nn.Module):
+    """MF whose user and item vectors and biases also sum side-feature embeddings (SVDFeature, Chen et al. 2012):
+    a user's age band, gender and occupation, the mean over an item's genres. Training only: the features of a
+    user or item never change, so `fold` adds them into a plain `MatrixFactorization`'s rows for export.
+    """
+
+    user_weights: Tensor
+    item_weights: Tensor
+
+    def __init__(self, mf: MatrixFactorization, user_features: Tensor, item_features: Tensor, n_uf: int, n_if: int):
+        super().__init__()
+        self.mf = mf
+        dim = mf.user_factors.embedding_dim
+        # Feature weights per user and item (multi-hot; an item's genres share 1): each row's feature part is
+        # then one small matrix product, whose cost per step depends on the number of features only.
+        self.register_buffer("user_weights", _multi_hot(user_features, n_uf, mean=False))
+        self.register_buffer("item_weights", _multi_hot(item_features, n_if, mean=True))
+        # One column per factor, plus the bias; zero at first, so training starts as plain MF does.
+        self.user_side = nn.Linear(n_uf, dim + 1, bias=False)
+        self.item_side = nn.Linear(n_if, dim + 1, bias=False)
+        nn.init.zeros_(self.user_side.weight)
+        nn.init.zeros_(self.item_side.weight)
+
+    def sides(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """The feature parts ``[B, dim + 1]`` of the users' and items' vectors, the bias last."""
+        return self.user_side(self.user_weights[users]), self.item_side(self.item_weights[items])
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.score(users, items, *self.sides(users, items))
+
+    def score(self, users: Tensor, items: Tensor, user_side: Tensor, item_side: Tensor) -> Tensor:
+        p = self.mf.user_factors(users) + user_side[:, :-1]
+        q = self.mf.item_factors(items) + item_side[:, :-1]
+        bias = self.mf.user_bias(users).squeeze(-1) + self.mf.item_bias(items).squeeze(-1)
+        return (p * q).sum(-1) + bias + user_side[:, -1] + item_side[:, -1] + self.mf.global_bias
+
+    def predict(self, users: Tensor, items: Tensor) -> Tensor:
+        return to_stars(self.forward(users, items))
+
+    @torch.no_grad()
+    def fold(self) -> MatrixFactorization:
+        """The plain MF that predicts as this one does (up to float rounding); its tables are changed in place."""
+        users = torch.arange(self.mf.user_factors.num_embeddings)
+        items = torch.arange(self.mf.item_factors.num_embeddings)
+        user_side, item_side = self.sides(users, items)
+        self.mf.user_factors.weight += user_side[:, :-1]
+        self.mf.item_factors.weight += item_side[:, :-1]
+        self.mf.user_bias.weight += user_side[:, -1:]
+        self.mf.item_bias.weight += item_side[:, -1:]
+        return self.mf
+
+
+def _multi_hot(features: Tensor, n: int, mean: bool) -> Tensor:
+    """``[rows, n]`` weights from feature indices ``[rows, k]`` (1..n; 0 is padding), rows summing to 1 if `mean`."""
+    weights = torch.zeros(len(features), n + 1).scatter_(1, features, 1.0)[:, 1:]
+    return weights / weights.sum(-1, keepdim=True).clamp(min=1) if mean else weights
+
+
 class DenseNet(nn.Module):
     """Concatenated user and item embeddings -> ReLU hidden layers -> one rating, plus user and item biases.
 
