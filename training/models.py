@@ -6,6 +6,8 @@ fitted network with its learning curves. Hyperparameters live in one small datac
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -145,14 +147,42 @@ def train_mf(
     return (model.fold() if isinstance(model, FeaturedMF) else model), result
 
 
+_shared_pretraining: dict[str, tuple[MatrixFactorization, FitResult, Tensor]] = {}
+
+
 def _pretrained_mf(
     train: Interactions, val: Interactions, dim: int, generator: torch.Generator, max_epochs: int | None
 ) -> tuple[MatrixFactorization, FitResult]:
     """An MF of width `dim` on the same data and validation split, to start another model from; then reseeds
-    torch from `generator` for that model's own initialisation."""
-    mf, result = train_mf(train, val, replace(MFConfig(), dim=dim), generator, max_epochs)
+    torch from `generator` for that model's own initialisation.
+
+    Dense and LSTM ask for the same one (same width, data and generator state) when trained in one process, so
+    it is fitted once and reused, leaving `generator` where fitting it would: results do not depend on which
+    model comes first. Its seconds count in the model that fitted it.
+    """
+    key = _fingerprint(train, val, generator, dim, max_epochs)
+    if key in _shared_pretraining:
+        mf, result, state = _shared_pretraining[key]
+        mf, result = copy.deepcopy(mf), replace(result, seconds=0.0)
+        generator.set_state(state)
+    else:
+        mf, result = train_mf(train, val, replace(MFConfig(), dim=dim), generator, max_epochs)
+        _shared_pretraining.clear()  # one entry: the models of one training run
+        _shared_pretraining[key] = (copy.deepcopy(mf), result, generator.get_state())
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
     return mf, result
+
+
+def _fingerprint(train: Interactions, val: Interactions, generator: torch.Generator, *args: object) -> str:
+    digest = hashlib.sha256(repr(args).encode())
+    for data in (train, val):
+        arrays = [data.user_ids, data.item_ids, data.ratings, data.timestamps]
+        if data.features is not None:
+            arrays += [data.features.user_features, data.features.item_features]
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(generator.get_state().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def train_dense(

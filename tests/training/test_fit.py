@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from tests.training.conftest import synthetic_interactions
+from training import models
 from training.data import validation_split
 from training.fit import DivergedError, FitResult, LossFn, fit
 from training.models import DenseConfig, LSTMConfig, MFConfig, train_dense, train_lstm, train_mf
@@ -216,3 +218,23 @@ def test_trainer_learns_and_returns_an_eval_mode_network(name: str) -> None:
     assert all(math.isfinite(v) for v in result.train_loss)
     assert result.train_loss[-1] < result.train_loss[0]
     assert 1 <= result.best_epoch <= result.epochs <= 6
+
+
+def test_dense_and_lstm_share_one_pretrained_mf_without_changing_results() -> None:
+    data = synthetic_interactions(n=500)
+    fit_data, val = validation_split(data, 0.1, np.random.default_rng(0))
+    (_, dense_config), (_, lstm_config) = TINY["dense"], TINY["lstm"]
+    assert dense_config.dim == lstm_config.dim
+
+    def lstm() -> dict[str, Tensor]:
+        model, _ = train_lstm(fit_data, val, lstm_config, torch.Generator().manual_seed(0), max_epochs=2)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    models._shared_pretraining.clear()
+    alone = lstm()
+    models._shared_pretraining.clear()
+    train_dense(fit_data, val, dense_config, torch.Generator().manual_seed(0), max_epochs=2)
+    with mock.patch("training.models.train_mf", side_effect=AssertionError("the MF was fitted again")):
+        after_dense = lstm()
+    for key in alone:
+        assert torch.equal(alone[key], after_dense[key]), key
