@@ -24,8 +24,8 @@ from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = Path(os.environ.get("RECSYS_COMMITTED_STORE") or REPO / "models_store")
-# Test RMSE in stars each model must reach (issue 3).
-TARGET_RMSE = {"mf": 0.92, "dense": 0.93, "lstm": 0.95}
+# Test RMSE in stars the committed models' recipe must reach on u1 (as in tests/training/test_targets.py).
+TARGET_RMSE = {"mf": 0.912, "dense": 0.92, "lstm": 0.937}
 
 
 @pytest.fixture(scope="module")
