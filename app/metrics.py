@@ -81,6 +81,9 @@ class ServiceMetrics:
         GCCollector(registry=self.registry)
 
     def observe(self, method: str, route: str, status: int, seconds: float, model: str | None) -> None:
+        # Normalised first, so that the cache has one entry per label set: bounded, as the labels are.
+        method = method if method in METHODS else "other"
+        model = model if 200 <= status < 300 else None
         key = (method, route, status, model)
         series = self._series.get(key)
         if series is None:
@@ -92,10 +95,9 @@ class ServiceMetrics:
     def _series_for(self, method: str, route: str, status: int, model: str | None) -> list[tuple[Counter, Histogram]]:
         """The labelled children one kind of request updates; looked up once per label combination, which
         are bounded sets, instead of on every request."""
-        method = method if method in METHODS else "other"
         code = str(status)
         series = [(self.requests.labels(method, route, code), self.latency.labels(method, route, code))]
-        if model is not None and 200 <= status < 300:
+        if model is not None:
             series.append((self.model_requests.labels(route, model), self.model_latency.labels(route, model)))
         return series
 

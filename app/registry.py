@@ -15,7 +15,6 @@ current one serving.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import io
 import json
@@ -453,7 +452,6 @@ class RegistryHolder:
 
     def set(self, registry: ModelRegistry) -> None:
         self._registry = registry
-        _freeze_heap()
 
     def clear(self, reason: str) -> None:
         self._registry = None
@@ -474,12 +472,4 @@ class RegistryHolder:
             # The event loop keeps serving requests with the current registry while this thread loads.
             registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory)
             previous, self._registry = self._registry, registry
-            _freeze_heap()
             return previous, registry
-
-
-def _freeze_heap() -> None:
-    """Exempt every object alive now (a loaded registry is hundreds of thousands of small ones: catalog items,
-    ids, pydantic models) from the cyclic garbage collector, so its full collections stop walking them while
-    requests wait: they were the service's longest pauses. Objects still free by reference counting."""
-    gc.freeze()

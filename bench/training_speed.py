@@ -21,8 +21,7 @@ from torch import Tensor, nn
 from bench.server import REPO
 from training.data import Interactions, load_movielens
 from training.fit import FitResult
-from training.models import MFConfig, mf_loss, mf_optimizer, train_mf
-from training.networks import MatrixFactorization
+from training.models import MFConfig, mf_network, mf_optimizer, train_mf
 from training.pipeline import validation_parts
 
 
@@ -51,7 +50,7 @@ def single_sample_mf(train: Interactions, steps: int = 2000, seed: int = 0) -> f
     """Ratings/s of one rating per optimizer step with `train_mf`'s own network, loss, optimizer and lr."""
     config = MFConfig()
     torch.manual_seed(seed)
-    model = MatrixFactorization(train.num_users, train.num_items, config.dim, 0.5)
+    model, loss_fn = mf_network(train, config)  # with side features, as `train_mf` fits on MovieLens
     optimizer = mf_optimizer(model, config.lr)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(train), steps)
@@ -61,7 +60,7 @@ def single_sample_mf(train: Interactions, steps: int = 2000, seed: int = 0) -> f
     model.train()
     start = time.perf_counter()
     for k in range(steps):
-        loss = mf_loss(model, (users[k : k + 1], items[k : k + 1], targets[k : k + 1]), config.reg)
+        loss = loss_fn(model, (users[k : k + 1], items[k : k + 1], targets[k : k + 1]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

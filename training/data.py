@@ -67,6 +67,12 @@ class Interactions:
     features: SideFeatures | None = None
 
     def __post_init__(self) -> None:
+        f = self.features
+        if f is not None and (len(f.user_features), len(f.item_features)) != (self.num_users + 1, self.num_items + 1):
+            raise ValueError(
+                f"Interactions: side features for {len(f.user_features) - 1} users and {len(f.item_features) - 1} "
+                f"items, but the index spaces have {self.num_users} and {self.num_items}"
+            )
         n = len(self.user_ids)
         for name in ("item_ids", "ratings", "timestamps"):
             if len(getattr(self, name)) != n:

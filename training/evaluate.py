@@ -47,7 +47,8 @@ def sequence_tastes(model: nn.Module, history: Interactions, window: int) -> tup
     tastes: torch.Tensor | None = None
     with torch.inference_mode():
         for chunk in chunks:
-            rows, width = torch.from_numpy(chunk), int(ends[chunk].max())
+            # At least one step: a chunk of users without history still gets its starting taste.
+            rows, width = torch.from_numpy(chunk), max(int(ends[chunk].max()), 1)
             taste = model.run(it[rows, :width], rt[rows, :width])[0]  # type: ignore[operator]
             if tastes is None:
                 tastes = torch.zeros(len(items), items.shape[1] + 1, taste.shape[-1])

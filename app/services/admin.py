@@ -8,6 +8,7 @@ models keep serving, ``/ready`` stays 200, and the caller gets `ReloadFailedErro
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -41,6 +42,7 @@ async def reload_models(
         metrics.reloads.labels("failure").inc()
         raise
     metrics.reloads.labels("success").inc()
+    gc.freeze()  # the new registry joins the startup objects the garbage collector skips (see app.main)
     before, after = versions(previous), versions(registry)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     log.info(

@@ -1,7 +1,7 @@
 """Top-k recommendations for a known user, a cold-start user (popular items) or an anonymous session.
 
 One model call scores every item (``score_all`` or ``score_next``); everything after it is vectorised numpy:
-a boolean candidate mask (filters, seen items, padding), one partition + sort for the page, and one matrix
+a boolean candidate mask (filters, seen items, padding), one top-k + sort for the page, and one matrix
 product for the explanations of the k items returned.
 
 Ranking: ``score = stars + popularity_weight * log1p(count) / log1p(max count)`` with the weight from the
@@ -117,7 +117,7 @@ def top_page(scores: np.ndarray, mask: np.ndarray, *, k: int, offset: int) -> tu
         return np.zeros(0, dtype=np.int64), total
     masked = np.where(mask, scores, -np.inf)
     threshold = torch.topk(torch.from_numpy(masked), need, sorted=False).values.min().item()
-    candidates = np.flatnonzero(masked >= threshold)
+    candidates = np.flatnonzero(mask & (masked >= threshold))
     order = np.lexsort((candidates, -masked[candidates]))[:need]
     page: np.ndarray = candidates[order[offset:]]
     return page, total

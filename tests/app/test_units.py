@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.registry import IdIndex, popularity_prior
+from app.metrics import ServiceMetrics
+from app.registry import IdIndex, RegistryHolder, popularity_prior
 from app.services.predict import left_pad
 from app.services.recommend import top_page
 
@@ -29,6 +30,31 @@ def test_top_page_orders_ties_by_index_and_pages_consistently() -> None:
     assert total == 6 and page.tolist() == [4, 2, 3, 5, 1, 6]
     pages = [top_page(scores, mask, k=2, offset=o)[0].tolist() for o in (0, 2, 4, 6)]
     assert pages == [[4, 2], [3, 5], [1, 6], []]
+
+
+def test_top_page_never_returns_a_masked_item_even_below_every_candidate() -> None:
+    scores = np.array([0.0, -np.inf, 1.0, 2.0], dtype=np.float32)  # a candidate at -inf; index 0 masked
+    mask = np.array([False, True, True, False])
+    page, total = top_page(scores, mask, k=5, offset=0)
+    assert total == 2 and page.tolist() == [2, 1]
+
+
+def test_metric_series_are_cached_per_label_set_with_unknown_methods_as_other() -> None:
+    metrics = ServiceMetrics(RegistryHolder())
+    for method in ("BREW", "WHEN", "GET", "GET"):
+        metrics.observe(method, "/health", 200, 0.001, None)
+    metrics.observe("GET", "/predict/{model}", 404, 0.001, "mf")  # a failure credits no model
+    assert len(metrics._series) == 3
+    assert (
+        metrics.registry.get_sample_value(
+            "recsys_http_requests_total", {"method": "other", "route": "/health", "status": "200"}
+        )
+        == 2
+    )
+    assert (
+        metrics.registry.get_sample_value("recsys_model_requests_total", {"route": "/predict/{model}", "model": "mf"})
+        is None
+    )
 
 
 def test_left_pad_keeps_the_last_items_and_aligns_their_ratings() -> None:

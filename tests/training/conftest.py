@@ -6,8 +6,10 @@ is missing, with a message saying where it was looked for and how to point at it
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +149,18 @@ def randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.5) -> torch
             if isinstance(m, torch.nn.Embedding) and m.padding_idx is not None:
                 m.weight[m.padding_idx].zero_()
     return module.eval()
+
+
+@contextlib.contextmanager
+def torchscript_deprecation_ignored() -> Iterator[None]:
+    """TorchScript is the artifact format; its deprecation notice is silenced here only, as in export."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        yield
+
+
+def jit_load(path: Path) -> torch.jit.ScriptModule:
+    """`torch.jit.load` alone, as a consumer without the training code would load an artifact."""
+    with torchscript_deprecation_ignored():
+        module: torch.jit.ScriptModule = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    return module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +412,42 @@ def test_time_order_breaks_timestamp_ties_by_item() -> None:
     )
     items, _ = data.to_sequence(3)
     np.testing.assert_array_equal(items[-1], [6, 4, 9])
+
+
+def test_side_features_follow_the_index_order_of_users_and_items(tiny_dir: Path) -> None:
+    # u.user out of id order, with distinct ages, genders and occupations.
+    rows = [
+        "3|61|F|writer|1",
+        "1|17|M|artist|2",
+        "2|30|F|artist|3",
+        "6|45|M|none|4",
+        "4|25|M|writer|5",
+        "5|50|F|none|6",
+    ]
+    (tiny_dir / "u.user").write_text("".join(r + "\n" for r in rows))
+    data = load_movielens(tiny_dir)
+    features = data.ratings.features
+    assert features is not None
+    age_bands, genders, occupations = features.user_features[1:].T  # index k + 1 is raw user k + 1 here
+    assert data.user_raw_ids.tolist() == [1, 2, 3, 4, 5, 6]
+    # Ages 17, 30, 61, 25, 50, 45 against the GroupLens bands (18, 25, 35, 45, 50, 56): bands 1..7.
+    assert age_bands.tolist() == [1, 3, 7, 3, 6, 5]
+    assert genders[0] == genders[3] == genders[5] != genders[1]  # M, M, M vs F
+    assert occupations[0] == occupations[1] and occupations[2] == occupations[3] and occupations[4] == occupations[5]
+    assert len({occupations[0], occupations[2], occupations[4]}) == 3
+    # One index space for the three kinds, none sharing an index with another.
+    assert len({*age_bands, *genders, *occupations}) == len({*age_bands}) + 2 + 3
+    assert (
+        features.user_features[0].tolist() == [0, 0, 0] and features.user_features.max() <= features.num_user_features
+    )
+    # Toy Story (the first item) is Action and Comedy: genres 1 and 2; row 0 is padding.
+    assert sorted(features.item_features[1][features.item_features[1] > 0].tolist()) == [2, 3]
+    assert not features.item_features[0].any() and features.item_features.max() <= features.num_item_features
+    train, _ = data.split("u1")
+    assert train.features is features  # every split carries the dataset's features
+
+
+def test_interactions_reject_side_features_of_another_index_space(tiny_dir: Path) -> None:
+    data = load_movielens(tiny_dir)
+    with pytest.raises(ValueError, match="side features for 6 users and 5 items, but the index spaces have 7 and 5"):
+        replace(data.ratings, num_users=7)

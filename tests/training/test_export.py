@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import os
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from app.artifacts import MANIFEST_FILE, SCHEMA_VERSION, SEQUENCE_LENGTH, Catalog, Manifest, Metrics
-from tests.training.conftest import randomize, write_ml100k
+from tests.training.conftest import jit_load, randomize, torchscript_deprecation_ignored, write_ml100k
 from training.data import Interactions, MovieLens, load_movielens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences
 from training.export import TrainedModel, export_store, script
@@ -143,21 +141,6 @@ def _inputs(fitted: Fitted, name: str) -> dict[str, list[tuple[Tensor, ...]]]:
     }
 
 
-@contextlib.contextmanager
-def _torchscript_deprecation_ignored() -> Iterator[None]:
-    """TorchScript is the artifact format; its deprecation notice is silenced here only, as in export."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-        yield
-
-
-def jit_load(path: Path) -> torch.jit.ScriptModule:
-    """`torch.jit.load` alone, as a consumer without the training code would load an artifact."""
-    with _torchscript_deprecation_ignored():
-        module: torch.jit.ScriptModule = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
-    return module
-
-
 def _call_all(module: nn.Module | torch.jit.ScriptModule, calls: dict[str, list[tuple[Tensor, ...]]]) -> dict:
     with torch.inference_mode():
         return {method: [getattr(module, method)(*args) for args in argsets] for method, argsets in calls.items()}
@@ -193,7 +176,7 @@ def test_round_trip_of_random_networks_through_script(tmp_path: Path) -> None:
     )
     for name, net in networks.items():
         path = tmp_path / f"{name}.pt"
-        with _torchscript_deprecation_ignored():
+        with torchscript_deprecation_ignored():
             torch.jit.save(script(net), str(path))
         loaded = jit_load(path)
         with torch.inference_mode():

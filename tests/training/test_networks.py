@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.training.conftest import randomize
-from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
+from tests.training.conftest import randomize, synthetic_interactions
+from training.evaluate import sequence_tastes
+from training.networks import DenseNet, FeaturedMF, MatrixFactorization, SequenceLSTM
 
 N_USERS, N_ITEMS, DIM, L = 7, 11, 5, 10
 ATOL = 1e-5
@@ -228,3 +229,34 @@ def test_lstm_without_any_known_ratings() -> None:
         scores = net.score_next(items[:1], torch.zeros(1, L))
     assert torch.isfinite(pred).all()
     assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("n_users", [5, 300])  # 300: whole chunks of users with no history at all
+def test_sequence_tastes_match_running_every_user_over_the_full_width(n_users: int) -> None:
+    torch.manual_seed(0)
+    data = synthetic_interactions(n_users=n_users, n_items=20, n=150, seed=2)
+    model = SequenceLSTM(data.num_users, data.num_items, 4, 6).eval()
+    tastes, offsets = sequence_tastes(model, data, 10)
+    items, ratings, _, lengths = data.to_histories(10)
+    with torch.inference_mode():
+        padded = model.run(torch.from_numpy(items), torch.from_numpy(ratings))[0]
+    for user in range(data.num_users + 1):
+        used = slice(0, offsets[user] + lengths[user] + 1)  # up to the state after the whole history
+        torch.testing.assert_close(tastes[user, used], padded[user, used], atol=1e-6, rtol=0)
+
+
+def test_featured_mf_folds_into_a_plain_mf_that_predicts_the_same() -> None:
+    torch.manual_seed(0)
+    mf = MatrixFactorization(6, 5, 4)
+    user_features = torch.tensor([[0, 0], [1, 3], [2, 3], [1, 4], [2, 4], [1, 3], [2, 4]])
+    item_features = torch.tensor([[0, 0], [1, 2], [2, 0], [3, 0], [1, 3], [0, 0]])  # item 5: no genre
+    featured = FeaturedMF(mf, user_features, item_features, 4, 3)
+    for table in (featured.user_side, featured.item_side):
+        torch.nn.init.normal_(table.weight)  # as if trained: zero would fold trivially
+    users, items = torch.arange(7).repeat_interleave(6), torch.arange(6).repeat(7)
+    with torch.no_grad():
+        expected = featured.predict(users, items)
+        folded = featured.fold()
+        assert isinstance(folded, MatrixFactorization)
+        torch.testing.assert_close(folded.predict(users, items), expected)
+        assert not folded.item_factors.weight[0].any()  # padding stays zero

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.artifacts import MANIFEST_FILE, Manifest
-from tests.training.conftest import write_ml100k
+from tests.training.conftest import jit_load, write_ml100k
 from training.data import MovieLens, load_movielens
 from training.pipeline import run
 
@@ -89,7 +89,7 @@ def test_exported_lstm_user_taste_is_the_state_after_the_recorded_history(small:
     # whole split that histories.npz records and serving uses.
     run(small, split="u1", models=("lstm",), out=tmp_path, max_epochs=1)
     manifest = _manifest(tmp_path)
-    lstm = torch.jit.load(str(tmp_path / manifest.models["lstm"].file))
+    lstm = jit_load(tmp_path / manifest.models["lstm"].file)
     with np.load(tmp_path / manifest.histories.file, allow_pickle=False) as h:
         indptr, items, ratings = h["indptr"], h["items"], h["ratings"]
     window = 10
