@@ -83,7 +83,7 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
         f"Command: `{cmd}` (its `serving` part). Store: {s['store']}; dataset split "
         f"`{s['dataset']['split']}`, "
         f"{s['dataset']['n_users']} users × {s['dataset']['n_items']} items.",
-        f"Server: `{s['server_command']}` (one uvicorn worker). Load: `{w} URL` (POST bodies from a "
+        f"Server: `{s['server_command']}` (one uvicorn worker, as `make serve`). Load: `{w} URL` (POST bodies from a "
         "Lua script), "
         "on the same 2 shared cores as the server, loopback only.",
         "",
@@ -111,6 +111,23 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
         f"![Serving throughput and p99]({image})",
         "",
     ]
+    if s.get("routes_two_workers"):
+        lines += [
+            "### Two workers",
+            "",
+            "The same routes and load on `--workers 2` (`WEB_CONCURRENCY=2`, one worker per core; wrk still "
+            "shares the cores). Ratios are to this run's own `/health`.",
+            "",
+            "| route | requests/s | ratio to /health | p50 ms | p99 ms | non-2xx | p99 ≤ 25 ms |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in s["routes_two_workers"]:
+            met = r["p99_ms"] <= P99_TARGET_MS and r["non_2xx"] == 0
+            lines.append(
+                f"| `{r['name']}` | {r['requests_per_s']:,.0f} | {r['ratio']:.2f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['non_2xx']} | {_ok(met)} |"
+            )
+        lines.append("")
     return lines
 
 

@@ -63,19 +63,22 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def uvicorn_command(port: int) -> list[str]:
+def uvicorn_command(port: int, workers: int = 1) -> list[str]:
+    """uvicorn as `make serve` runs it (the service's own access log on, uvicorn's off)."""
     uvicorn = Path(sys.executable).with_name("uvicorn")
-    return [str(uvicorn), "app.main:create_app", "--factory", "--host", HOST, "--port", str(port)]
+    cmd = [str(uvicorn), "app.main:create_app", "--factory", "--host", HOST, "--port", str(port), "--no-access-log"]
+    return cmd + (["--workers", str(workers)] if workers > 1 else [])
 
 
 @contextmanager
-def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None) -> Iterator[Server]:
-    """Start uvicorn on `store`, wait for /ready, yield, then stop the process we started (by pid)."""
+def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None, workers: int = 1) -> Iterator[Server]:
+    """Start uvicorn on `store`, wait for /ready (and, with several `workers`, for every worker's start-up line
+    in `log_path`: /ready answers as soon as one is up), yield, then stop the process we started (by pid)."""
     port = free_port()
     env = {**os.environ, "RECSYS_MODELS_DIR": str(store)}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     start = time.perf_counter()
-    proc = subprocess.Popen(uvicorn_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(uvicorn_command(port, workers), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://{HOST}:{port}"
     try:
         while True:
@@ -89,6 +92,10 @@ def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None) 
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
+            time.sleep(0.05)
+        while workers > 1 and log_path and log_path.read_bytes().count(b"Application startup complete") < workers:
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"not all {workers} workers ready after {timeout} s (log: {log_path})")
             time.sleep(0.05)
         ready = time.perf_counter() - start
         yield Server(pid=proc.pid, url=url, ready_seconds=ready, rss_after_load_mb=rss_mb(proc.pid))

@@ -78,6 +78,9 @@ def run(data: Path, *, duration: int = 10, connections: int = 32, epochs: int | 
         with serve(store, log_path=work / "server.log") as server:
             results = drive(server.url, work, plan, duration=duration, connections=connections)
             rss_after = rss_mb(server.pid)
+        # The same load on two workers, one per core (WEB_CONCURRENCY=2): what a deployment here would run.
+        with serve(store, log_path=work / "server2.log", workers=2) as server2:
+            two = drive(server2.url, work, plan, duration=duration, connections=connections)
         floor = results[0].requests_per_s
         return {
             "store": source,
@@ -86,6 +89,7 @@ def run(data: Path, *, duration: int = 10, connections: int = 32, epochs: int | 
             "rss_after_load_mb": server.rss_after_load_mb,
             "rss_after_load_test_mb": rss_after,
             "routes": [{**asdict(r), "ratio": r.requests_per_s / floor} for r in results],
+            "routes_two_workers": [{**asdict(r), "ratio": r.requests_per_s / two[0].requests_per_s} for r in two],
             "server_command": "RECSYS_MODELS_DIR=STORE .venv/bin/uvicorn app.main:create_app --factory "
-            "--host 127.0.0.1 --port PORT",
+            "--host 127.0.0.1 --port PORT --no-access-log",
         }
