@@ -81,11 +81,11 @@ def fit(
     for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=generator)
+        shuffled = [t[order] for t in tensors]  # one gather per epoch; each batch is then a slice
         total = 0.0
         batches = 0
         for lo in range(0, n, batch_size):
-            idx = order[lo : lo + batch_size]
-            loss = loss_fn(model, [t[idx] for t in tensors])
+            loss = loss_fn(model, [t[lo : lo + batch_size] for t in shuffled])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
