@@ -24,6 +24,10 @@ TRAINING_RATIO_TARGET = 300.0
 TRAINING_WALL_TARGET_S = 60.0
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _ok(met: bool) -> str:
     return "met" if met else "**not met**"
 
@@ -173,7 +177,7 @@ def scale_section(c: dict[str, Any], cmd: str) -> list[str]:
         f"ratings over the 25M-sized index space: **{tr['ratings_per_s']:,.0f} ratings/s**, "
         f"{per_batch * 1000:.0f} ms per minibatch.",
         "",
-        f"- one epoch of those {tr['n_ratings']:,} ratings: ≈ {tr['epoch_seconds_extrapolated'] / 60:.0f} min",
+        f"- one epoch of those {tr['n_ratings']:,} ratings: ≈ {_duration(tr['epoch_seconds_extrapolated'])}",
         f"- one epoch of 25M ratings *if* per-batch cost stayed constant: ≈ "
         f"{tr['epoch_seconds_at_25m_if_linear'] / 3600:.1f} h",
         "- per-minibatch cost here vs on ML-100K is in the next section: with sparse embedding gradients "
