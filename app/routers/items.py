@@ -8,12 +8,22 @@ from fastapi import APIRouter, Path, Query, Request
 
 from app.deps import RegistryDep
 from app.middleware import mark_served
-from app.schemas import ERROR_RESPONSES, MAX_ID, ItemResponse, SimilarResponse
+from app.schemas import (
+    CATALOG_BOUND,
+    DECIMAL_NOTE,
+    ERROR_RESPONSES,
+    MAX_ID,
+    ItemResponse,
+    SimilarResponse,
+    StrictQueryInt,
+)
 from app.services import items as service
 
 router = APIRouter(prefix="/items", tags=["items"], responses=ERROR_RESPONSES)
 
-ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="Raw MovieLens item id", examples=[50])]
+ItemId = Annotated[
+    StrictQueryInt, Path(ge=1, le=MAX_ID, description="Raw MovieLens item id" + DECIMAL_NOTE, examples=[50])
+]
 
 
 @router.get("/{item_id}")
@@ -27,7 +37,15 @@ async def get_similar_items(
     item_id: ItemId,
     registry: RegistryDep,
     request: Request,
-    k: Annotated[int, Query(ge=1, le=MAX_ID, description="How many items")] = 10,
+    k: Annotated[
+        StrictQueryInt,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
+            json_schema_extra=CATALOG_BOUND,
+        ),
+    ] = 10,
     model: Annotated[str, Query(description="Whose item embeddings: mf, dense or lstm")] = "mf",
 ) -> SimilarResponse:
     """Get the items nearest to an item by cosine similarity of a model's item embeddings."""

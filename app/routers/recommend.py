@@ -10,6 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import (
+    BOOL_NOTE,
+    CATALOG_BOUND,
+    DECIMAL_NOTE,
     ERROR_RESPONSES,
     MAX_EXCLUDE,
     MAX_GENRE_LENGTH,
@@ -17,20 +20,35 @@ from app.schemas import (
     MAX_ID,
     RecommendResponse,
     SessionRecommendRequest,
+    StrictQueryBool,
+    StrictQueryInt,
 )
 from app.services import recommend as service
+from app.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute)
 
 
 @router.get("/{user_id}")
 async def recommend_items(
-    user_id: Annotated[int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id", examples=[196])],
+    user_id: Annotated[
+        StrictQueryInt, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196])
+    ],
     registry: RegistryDep,
     request: Request,
-    k: Annotated[int, Query(ge=1, le=MAX_ID, description="How many items (at most the catalog size)")] = 10,
+    k: Annotated[
+        StrictQueryInt,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
+            json_schema_extra=CATALOG_BOUND,
+        ),
+    ] = 10,
     model: Annotated[str, Query(description="mf, dense or lstm")] = "mf",
-    exclude_seen: Annotated[bool, Query(description="Leave out items the user rated in training")] = True,
+    exclude_seen: Annotated[
+        StrictQueryBool, Query(description="Leave out items the user rated in training" + BOOL_NOTE)
+    ] = True,
     genres: Annotated[
         list[str] | None,
         Query(description="Only items having any of these genres: comma-separated and/or repeated"),
@@ -38,8 +56,12 @@ async def recommend_items(
     exclude: Annotated[
         list[str] | None, Query(description="Raw item ids never to return: comma-separated and/or repeated")
     ] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many of the best (paging)")] = 0,
-    explain: Annotated[bool, Query(description="Add `because`: similar items the user rated 4+")] = False,
+    offset: Annotated[
+        StrictQueryInt, Query(ge=0, le=MAX_ID, description="Skip this many of the best (paging)" + DECIMAL_NOTE)
+    ] = 0,
+    explain: Annotated[
+        StrictQueryBool, Query(description="Add `because`: similar items the user rated 4+" + BOOL_NOTE)
+    ] = False,
     fallback: Annotated[
         Literal["popular"] | None, Query(description="For an unknown user: 'popular' instead of 404")
     ] = None,
