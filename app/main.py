@@ -38,6 +38,7 @@ import copy
 import gc
 import logging
 import math
+import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,7 +71,7 @@ from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from app.registry import ModelRegistry, RegistryHolder
 from app.routers import admin, health, items, metrics, models, predict, recommend
-from app.schemas import CATALOG_BOUND
+from app.schemas import CATALOG_BOUND, CATALOG_GENRE, CATALOG_GENRE_LIST, comma_list_pattern
 from app.services.admin import reload_models
 from app.settings import Settings, get_settings
 
@@ -236,27 +237,34 @@ def _bound_by_catalog(app: FastAPI) -> None:
     generate = app.openapi
     cache: dict[int, dict[str, Any]] = {}
 
-    def patch(node: object, n_items: int) -> None:
+    def marked(node: dict[str, Any], mark: dict[str, Any]) -> bool:
+        return all(node.get(key) == value for key, value in mark.items())
+
+    def patch(node: object, registry: ModelRegistry) -> None:
         if isinstance(node, dict):
-            if all(node.get(key) == value for key, value in CATALOG_BOUND.items()):
-                node["maximum"] = n_items
+            if marked(node, CATALOG_BOUND):
+                node["maximum"] = registry.n_items
+            if marked(node, CATALOG_GENRE):
+                node["enum"] = list(registry.genres)
+            if marked(node, CATALOG_GENRE_LIST):
+                node["pattern"] = comma_list_pattern("|".join(re.escape(g) for g in registry.genres))
             for child in node.values():
-                patch(child, n_items)
+                patch(child, registry)
         elif isinstance(node, list):
             for child in node:
-                patch(child, n_items)
+                patch(child, registry)
 
     def openapi() -> dict[str, Any]:
         base = generate()
         registry = app.state.registry_holder.registry
         if registry is None:
             return base
-        if registry.n_items not in cache:
+        if id(registry) not in cache:
             document = copy.deepcopy(base)
-            patch(document, registry.n_items)
-            cache.clear()
-            cache[registry.n_items] = document
-        return cache[registry.n_items]
+            patch(document, registry)
+            cache.clear()  # holds the one registry served, so an old one's id cannot be reused while cached
+            cache[id(registry)] = document
+        return cache[id(registry)]
 
     app.openapi = openapi  # type: ignore[method-assign]
 

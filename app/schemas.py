@@ -6,8 +6,8 @@ out" against the committed model store returns real answers.
 Strict input, everywhere, rather than guessing: JSON bodies are parsed by `app.strict_json` (no duplicate keys,
 no NaN/Infinity, no lone surrogates) and validated in pydantic's strict mode (an integer is a JSON integer:
 "10", 10.0 and true are not 10; a boolean is true or false: 0 and "yes" are not false); integers in paths and
-query strings are plain decimal digits (`StrictQueryInt`: "196.0", "+196" and " 196" are not 196) and
-booleans there are the words true or false (`StrictQueryBool`). JSON Schema calls 450.0 an integer; this API
+query strings are plain decimal digits (`DECIMAL_DIGITS`: "196.0", "+196" and " 196" are not 196) and
+booleans there are the words true or false (`TRUE_OR_FALSE`). JSON Schema calls 450.0 an integer; this API
 does not, and says so in STRICT_NOTE, which every request body's description carries.
 
 A `k` is bounded by the catalog of the loaded store: its schema carries ``x-maximum-from: catalog`` and
@@ -32,8 +32,24 @@ MAX_EXCLUDE = 1000  # ids to leave out of a recommendation; more than half the M
 MAX_GENRES = 32  # genre filters; ML-100K has 19 genres
 MAX_GENRE_LENGTH = 64
 
-# Where a schema carries this, `app.main` replaces `maximum` with the loaded catalog's size.
+# Where a schema carries these, `app.main` fills in the loaded catalog's facts: `maximum` = its size; `enum` =
+# its genres; `pattern` = a comma-separated list of its genres (the server also takes them in any case).
 CATALOG_BOUND: dict[str, Any] = {"x-maximum-from": "catalog"}
+CATALOG_GENRE: dict[str, Any] = {"x-enum-from": "genres"}
+CATALOG_GENRE_LIST: dict[str, Any] = {"x-pattern-from": "genres"}
+# One raw id, 1..MAX_ID, in plain decimal digits, as an ECMA regex (JSON Schema's dialect) and for `re`.
+ID_PATTERN = (
+    "[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}"
+    "|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7]"
+)
+assert MAX_ID == 2147483647  # ID_PATTERN spells this bound out
+
+
+def comma_list_pattern(word: str) -> str:
+    """A regex for "a, b,,c": words matching `word`, separated by commas, spaces around them, empty ones allowed."""
+    return f"^ *(?:(?:{word}) *)?(?:, *(?:(?:{word}) *)?)*$"
+
+
 STRICT_NOTE = (
     "Strict JSON: duplicate keys, NaN/Infinity and lone surrogates are rejected; integers must be JSON integers "
     '(not "10", 10.0 or true) and booleans true or false (not 0 or "yes")."'
@@ -60,13 +76,18 @@ def _true_or_false(value: object) -> object:
     return value
 
 
-StrictQueryInt = Annotated[int, BeforeValidator(_decimal_digits)]
-StrictQueryBool = Annotated[bool, BeforeValidator(_true_or_false)]
+# For path and query parameters, after their Path()/Query() (`Annotated[int, Query(ge=1), DECIMAL_DIGITS]`):
+# placed before it, FastAPI would write ge/le into the schema verbatim instead of minimum/maximum.
+DECIMAL_DIGITS = BeforeValidator(_decimal_digits)
+TRUE_OR_FALSE = BeforeValidator(_true_or_false)
 DECIMAL_NOTE = "; plain decimal digits (no plus sign, spaces, fraction or leading zeros)"
 BOOL_NOTE = "; the word true or false"
 
 RawId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="Raw MovieLens id")]
-Genre = Annotated[str, Field(min_length=1, max_length=MAX_GENRE_LENGTH, description="A genre, any case")]
+Genre = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_GENRE_LENGTH, description="A genre, any case", json_schema_extra=CATALOG_GENRE),
+]
 Stars = Annotated[float, Field(strict=True, ge=1, le=5, description="A rating in stars, 1 to 5")]
 
 

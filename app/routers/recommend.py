@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
+from app.artifacts import MODEL_NAMES
 from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import (
     BOOL_NOTE,
     CATALOG_BOUND,
+    CATALOG_GENRE_LIST,
+    DECIMAL_DIGITS,
     DECIMAL_NOTE,
     ERROR_RESPONSES,
+    ID_PATTERN,
     MAX_EXCLUDE,
     MAX_GENRE_LENGTH,
     MAX_GENRES,
     MAX_ID,
+    TRUE_OR_FALSE,
     RecommendResponse,
     SessionRecommendRequest,
-    StrictQueryBool,
-    StrictQueryInt,
+    comma_list_pattern,
 )
 from app.services import recommend as service
 from app.strict_json import StrictJsonRoute
@@ -32,35 +37,44 @@ router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESP
 @router.get("/{user_id}")
 async def recommend_items(
     user_id: Annotated[
-        StrictQueryInt, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196])
+        int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196]), DECIMAL_DIGITS
     ],
     registry: RegistryDep,
     request: Request,
     k: Annotated[
-        StrictQueryInt,
+        int,
         Query(
             ge=1,
             le=MAX_ID,
             description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
             json_schema_extra=CATALOG_BOUND,
         ),
+        DECIMAL_DIGITS,
     ] = 10,
-    model: Annotated[str, Query(description="mf, dense or lstm")] = "mf",
+    # The enum documents; another name reaches the service, whose 404 lists the models loaded.
+    model: Annotated[str, Query(description="mf, dense or lstm", json_schema_extra={"enum": list(MODEL_NAMES)})] = "mf",
     exclude_seen: Annotated[
-        StrictQueryBool, Query(description="Leave out items the user rated in training" + BOOL_NOTE)
+        bool, Query(description="Leave out items the user rated in training" + BOOL_NOTE), TRUE_OR_FALSE
     ] = True,
     genres: Annotated[
         list[str] | None,
-        Query(description="Only items having any of these genres: comma-separated and/or repeated"),
+        Query(
+            description="Only items having any of these genres: comma-separated and/or repeated",
+            json_schema_extra={"items": {"type": "string", **CATALOG_GENRE_LIST}},
+        ),
     ] = None,
     exclude: Annotated[
-        list[str] | None, Query(description="Raw item ids never to return: comma-separated and/or repeated")
+        list[str] | None,
+        Query(
+            description="Raw item ids never to return: comma-separated and/or repeated",
+            json_schema_extra={"items": {"type": "string", "pattern": comma_list_pattern(ID_PATTERN)}},
+        ),
     ] = None,
     offset: Annotated[
-        StrictQueryInt, Query(ge=0, le=MAX_ID, description="Skip this many of the best (paging)" + DECIMAL_NOTE)
+        int, Query(ge=0, le=MAX_ID, description="Skip this many of the best (paging)" + DECIMAL_NOTE), DECIMAL_DIGITS
     ] = 0,
     explain: Annotated[
-        StrictQueryBool, Query(description="Add `because`: similar items the user rated 4+" + BOOL_NOTE)
+        bool, Query(description="Add `because`: similar items the user rated 4+" + BOOL_NOTE), TRUE_OR_FALSE
     ] = False,
     fallback: Annotated[
         Literal["popular"] | None, Query(description="For an unknown user: 'popular' instead of 404")
@@ -109,8 +123,12 @@ def _mark(request: Request, result: RecommendResponse) -> None:
     mark_served(request, model=model, version=result.model_version)
 
 
+_ID = re.compile(ID_PATTERN)
+
+
 def _words(values: list[str] | None) -> tuple[str, ...]:
-    return tuple(w.strip() for v in values or () for w in v.split(",") if w.strip())
+    # Spaces only (not tabs or other whitespace), as the documented pattern says.
+    return tuple(w.strip(" ") for v in values or () for w in v.split(",") if w.strip(" "))
 
 
 def _invalid(name: str, message: str, values: list[str] | None, kind: str) -> RequestValidationError:
@@ -134,8 +152,7 @@ def _ids(values: list[str] | None, name: str) -> tuple[int, ...]:
     words = _words(values)
     if len(words) > MAX_EXCLUDE:
         raise _invalid(name, f"at most {MAX_EXCLUDE} ids in {name}", values, "too_long")
-    # Length first: int() of a digit string past 4300 digits raises rather than parse.
-    bad = [w for w in words if not (w.isascii() and w.isdigit() and len(w) <= 10 and 1 <= int(w) <= MAX_ID)]
+    bad = [w for w in words if not _ID.fullmatch(w)]
     if bad:
         shown = ", ".join(repr(w if len(w) <= 20 else w[:20] + "…") for w in bad[:10])
         shown += f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
