@@ -19,8 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The same server flags as the Dockerfile's CMD and the tests' server (tests/test_serve_command.py checks it):
+# app.protocol bounds header size, request time and connections; see docs/service.md.
+SERVE_FLAGS := --http app.protocol:BoundedHttpToolsProtocol --timeout-keep-alive 5 --limit-concurrency 256 \
+	--backlog 512 --no-access-log --timeout-graceful-shutdown 10
+
 serve: setup
-	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT) --no-access-log --timeout-graceful-shutdown 10
+	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT) $(SERVE_FLAGS)
 
 train: setup
 	$(BIN)/python -m training --data $(DATA) --split u1 --out bench/out/u1-store
