@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+import anyio
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.artifacts import MODEL_NAMES
@@ -33,8 +36,16 @@ from app.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute)
 
+# Past this many returned items (explanations count three more each), a request runs in a worker thread, one at
+# a time per process, and its JSON is built there too. k=1682&explain=true takes 35-170 ms of Python; on the
+# event loop it stopped every other request for that long (8 such clients pushed others' p99 past 1.6 s). In a
+# thread it holds the GIL for at most sys.getswitchinterval() (5 ms) at a stretch, and heavy requests queue
+# behind each other instead of in front of light ones. Light requests stay on the loop: a thread hop costs more
+# than their whole computation.
+HEAVY_ITEMS = 200
 
-@router.get("/{user_id}")
+
+@router.get("/{user_id}", response_model=RecommendResponse)
 async def recommend_items(
     user_id: Annotated[
         int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196]), DECIMAL_DIGITS
@@ -79,10 +90,11 @@ async def recommend_items(
     fallback: Annotated[
         Literal["popular"] | None, Query(description="For an unknown user: 'popular' instead of 404")
     ] = None,
-) -> RecommendResponse:
+) -> RecommendResponse | Response:
     """Recommend the best items for a user, with optional filters, paging and explanations."""
     filters = service.Filters(k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"))
-    result = service.recommend_for_user(
+    call = partial(
+        service.recommend_for_user,
         registry=registry,
         user_id=user_id,
         model=model,
@@ -91,14 +103,13 @@ async def recommend_items(
         explain=explain,
         fallback=fallback,
     )
-    _mark(request, result)
-    return result
+    return await _serve(request, call, k=k, explain=explain)
 
 
-@router.post("")
+@router.post("", response_model=RecommendResponse)
 async def recommend_session(
     body: SessionRecommendRequest, registry: RegistryDep, request: Request
-) -> RecommendResponse:
+) -> RecommendResponse | Response:
     """Recommend the next items for an anonymous session of items (LSTM)."""
     filters = service.Filters(
         k=body.k,
@@ -106,15 +117,36 @@ async def recommend_session(
         genres=tuple(body.genres or ()),
         exclude=tuple(body.exclude or ()),
     )
-    result = service.recommend_for_session(
+    call = partial(
+        service.recommend_for_session,
         registry=registry,
         items=body.items,
         ratings=body.ratings or [],
         filters=filters,
         explain=body.explain,
     )
+    return await _serve(request, call, k=body.k, explain=body.explain)
+
+
+async def _serve(
+    request: Request, call: Callable[[], RecommendResponse], *, k: int, explain: bool
+) -> RecommendResponse | Response:
+    if k * (4 if explain else 1) <= HEAVY_ITEMS:
+        result = call()
+        _mark(request, result)
+        return result
+
+    def compute() -> tuple[RecommendResponse, bytes]:
+        result = call()
+        return result, result.model_dump_json().encode()
+
+    state = request.app.state
+    if getattr(state, "heavy_limiter", None) is None:
+        # Created on first use, inside the event loop it belongs to.
+        state.heavy_limiter = anyio.CapacityLimiter(1)
+    result, body = await anyio.to_thread.run_sync(compute, limiter=state.heavy_limiter)
     _mark(request, result)
-    return result
+    return Response(body, media_type="application/json")
 
 
 def _mark(request: Request, result: RecommendResponse) -> None:
