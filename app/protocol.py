@@ -66,6 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_header_bytes = settings.max_header_bytes
         self.request_timeout = settings.request_timeout
         self._head_bytes = 0
+        self._tail = b""  # the last bytes of the head so far, to find a blank line split across two reads
         self._in_head = True  # between requests or inside a request head
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -85,20 +86,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._deadline is None and not self.transport.is_closing():
             self._arm()  # the first byte after a keep-alive pause starts the next request's clock
         if self._in_head:
-            self._head_bytes += len(data)
+            # Counted before the parser sees the bytes, up to the blank line that ends the head when this chunk
+            # holds it: a whole oversized head can arrive in one read (up to 256 KiB), and a body is no head.
+            window = self._tail + data
+            end = window.find(b"\r\n\r\n")
+            self._head_bytes += end + 4 - len(self._tail) if end >= 0 else len(data)
+            self._tail = window[-3:]
+            if self._head_bytes > self.max_header_bytes:
+                _warnings.warning("headers", f"request head over {self.max_header_bytes} bytes refused (431)")
+                self._refuse(431, "Request Header Fields Too Large", "request head too large")
+                return
         super().data_received(data)
-        # After the parser ran: headers completed within this chunk reset the count (a body is not a head).
-        if self._in_head and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
-            _warnings.warning("headers", f"request head over {self.max_header_bytes} bytes refused (431)")
-            self._refuse(431, "Request Header Fields Too Large", "request head too large")
-
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
+        self._head_bytes, self._tail = 0, b""
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -107,7 +109,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes, self._tail = 0, b""
         super().on_response_complete()  # arms uvicorn's keep-alive timer for the idle time until the next byte
 
     def _arm(self) -> None:

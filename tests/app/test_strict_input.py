@@ -207,3 +207,12 @@ def test_error_logs_never_hold_request_bodies(
 def test_bodies_are_utf8_only(client: TestClient, body: bytes) -> None:
     r = client.post("/recommend", content=body, headers=JSON)
     assert r.status_code == 422 and "not valid UTF-8" in r.text, r.text
+
+
+def test_error_bodies_are_encodable_whatever_reaches_them() -> None:
+    # Defence in depth behind the parser: any string a handler echoes is made encodable, never a 500.
+    from app.main import _json_safe
+
+    safe = _json_safe({"detail": "unknown genre '\ud800'", "\udfff": ["ok", float("nan")]})
+    assert safe == {"detail": "unknown genre '\\ud800'", "\\udfff": ["ok", "NaN"]}
+    json.dumps(safe, ensure_ascii=False).encode("utf-8")

@@ -56,6 +56,14 @@ def test_an_oversized_request_head_is_431_and_closed(server: Server) -> None:
             sock.sendall(request_head("GET", "/health", headers))
         reply = _closed_within(sock, 10)
     assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    # Just past the limit in one read (a single 20 KB header) is refused too; just under it is served.
+    with connect(server) as sock:
+        sock.sendall(request_head("GET", "/health", {"x-big": "a" * 20_000}))
+        reply = _closed_within(sock, 10)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
+    with connect(server) as sock:
+        sock.sendall(request_head("GET", "/health", {"x-big": "a" * 16_000}))
+        assert read_response(sock)[0] == 200
     # A normal head, with a normal amount of headers, is served.
     with connect(server) as sock:
         sock.sendall(request_head("GET", "/health", {f"x-h-{i}": "v" * 100 for i in range(50)}))
