@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -353,6 +354,69 @@ def _prune(out: Path, *, keep: int, live: Manifest) -> None:
         log.info("removed store versions %s (keeping %d)", ", ".join(dropped), keep)
 
 
+def activate(out: Path, version: str) -> Manifest:
+    """Make the kept store `version` the live one: copy its manifest over `manifest.json` (atomically, under
+    the export lock), after checking that every file it names is there with its checksum."""
+    if not re.match(STORE_VERSION_PATTERN, version):
+        raise ExportError(f"{version!r} is not a store version id")
+    with store_lock(out):
+        path = out / VERSIONS_DIR / f"{version}.json"
+        try:
+            text = path.read_bytes()
+            manifest = Manifest.model_validate_json(text)
+        except FileNotFoundError:
+            kept = sorted(p.stem for p in (out / VERSIONS_DIR).glob("*.json"))
+            raise ExportError(
+                f"store version {version} is not kept in {out} (kept: {', '.join(kept) or 'none'})"
+            ) from None
+        except (OSError, ValueError) as e:
+            raise ExportError(f"{path}: cannot read it ({_first_line(e)})") from None
+        for ref in [manifest.catalog, manifest.histories, *manifest.models.values()]:
+            file = out / ref.file
+            if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != ref.sha256:
+                raise ExportError(f"{file}: missing or not the file store version {version} names")
+        _write_atomic(out, "manifest", ".json", lambda f: f.write(text), name=MANIFEST_FILE)
+    log.info("%s now serves store version %s", out / MANIFEST_FILE, version)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.export activate --out DIR VERSION``: make a kept store version the live one."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m training.export", description=main.__doc__)
+    commands = p.add_subparsers(dest="command", required=True)
+    act = commands.add_parser("activate", help="point manifest.json at a kept store version (a lasting rollback)")
+    act.add_argument("--out", type=Path, default=Path("models_store"), help="model store directory")
+    act.add_argument("version", help="store version id, as GET /models lists them")
+    commands.add_parser("list", help="list the kept store versions").add_argument(
+        "--out", type=Path, default=Path("models_store"), help="model store directory"
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "activate":
+            activate(args.out, args.version)
+            return 0
+        live = _live_manifest(args.out)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in sorted((args.out / VERSIONS_DIR).glob("*.json"), reverse=True):
+        marker = "*" if live is not None and path.stem == live.store_version else " "
+        try:
+            manifest = Manifest.model_validate_json(path.read_bytes())
+            models = " ".join(e.version for e in manifest.models.values())
+        except (OSError, ValueError) as e:
+            models = f"(unreadable: {_first_line(e)})"
+        print(f"{marker} {path.stem}  {models}")
+    return 0
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
