@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +180,7 @@ def export_store(
         raise ExportError(f"keep must be at least 1 store version, not {keep}")
     out.mkdir(parents=True, exist_ok=True)
     cat = catalog(data)
+    scripted = {m.name: script(m.network) for m in models}  # the slow part, before taking the lock
     with store_lock(out):
         dataset = DatasetInfo(
             name="ml-100k",
@@ -194,10 +195,10 @@ def export_store(
         hist = histories(train)
         hist_ref = _write_atomic(out, "histories", ".npz", lambda f: np.savez(f, **hist))  # type: ignore[arg-type]
         entries = dict(carried)
-        now = datetime.now(UTC)
+        now = _after_every_kept_version(out, datetime.now(UTC))
         for m in models:
-            scripted = script(m.network)
-            ref = _write_atomic(out, m.name, ".pt", lambda f, s=scripted, n=m.name: save_module(s, f, name=n))  # type: ignore[misc]
+            module = scripted[m.name]
+            ref = _write_atomic(out, m.name, ".pt", lambda f, s=module, n=m.name: save_module(s, f, name=n))  # type: ignore[misc]
             entries[m.name] = ModelEntry(
                 file=ref.file,
                 sha256=ref.sha256,
@@ -234,6 +235,15 @@ def export_store(
         _prune(out, keep=keep, live=manifest)
     log.info("wrote %s (store version %s) with %s", out / MANIFEST_FILE, manifest.store_version, ", ".join(entries))
     return manifest
+
+
+def _after_every_kept_version(out: Path, now: datetime) -> datetime:
+    """`now`, or just after the newest kept version if the clock went back: ids must sort by creation."""
+    ids = sorted(p.name for p in (out / VERSIONS_DIR).glob("*.json") if _VERSION_FILE.match(p.name))
+    if ids:
+        newest = datetime.strptime(ids[-1][:21], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+        now = max(now, newest + timedelta(microseconds=1))
+    return now
 
 
 def check_export(out: Path, *, data: MovieLens, models: tuple[str, ...] | list[str]) -> None:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,20 @@ def test_activate_refuses_an_unknown_or_incomplete_version(
     assert export.main(["activate", "--out", str(tmp_path), first.store_version]) == 2
     assert first.models["lstm"].file in capsys.readouterr().err
     assert _live(tmp_path) == second
+
+
+def test_version_ids_keep_their_order_when_the_clock_goes_back(
+    data: MovieLens, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _export(data, tmp_path, seed=0)
+
+    class Earlier(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Earlier:  # type: ignore[override]
+            return cls(2000, 1, 1, tzinfo=tz)
+
+    monkeypatch.setattr(export, "datetime", Earlier)
+    second = _export(data, tmp_path, seed=1)
+    assert second.store_version > first.store_version
+    assert [v.id for v in store.list_versions(tmp_path)] == [first.store_version, second.store_version]
+    assert store.previous_version_id(tmp_path, second.store_version) == first.store_version
