@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
@@ -26,7 +26,6 @@ router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESP
 @router.get("/{user_id}")
 async def recommend_items(
     user_id: Annotated[int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id", examples=[196])],
-    registry: RegistryDep,
     request: Request,
     k: Annotated[int, Query(ge=1, le=MAX_ID, description="How many items (at most the catalog size)")] = 10,
     model: Annotated[str, Query(description="mf, dense or lstm")] = "mf",
@@ -47,7 +46,7 @@ async def recommend_items(
     """Recommend the best items for a user, with optional filters, paging and explanations."""
     filters = service.Filters(k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"))
     result = service.recommend_for_user(
-        registry=registry,
+        registry=registry_of(request),
         user_id=user_id,
         model=model,
         filters=filters,
@@ -60,9 +59,7 @@ async def recommend_items(
 
 
 @router.post("")
-async def recommend_session(
-    body: SessionRecommendRequest, registry: RegistryDep, request: Request
-) -> RecommendResponse:
+async def recommend_session(body: SessionRecommendRequest, request: Request) -> RecommendResponse:
     """Recommend the next items for an anonymous session of items (LSTM)."""
     filters = service.Filters(
         k=body.k,
@@ -71,7 +68,7 @@ async def recommend_session(
         exclude=tuple(body.exclude or ()),
     )
     result = service.recommend_for_session(
-        registry=registry,
+        registry=registry_of(request),
         items=body.items,
         ratings=body.ratings or [],
         filters=filters,
