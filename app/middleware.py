@@ -80,7 +80,7 @@ class ObservabilityMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        self.metrics.in_progress.inc()
+        self.metrics.in_flight += 1
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -91,7 +91,7 @@ class ObservabilityMiddleware:
             status = 500
             await _send_json(send_with_headers, 500, {"detail": "internal error", "request_id": request_id})
         finally:
-            self.metrics.in_progress.dec()
+            self.metrics.in_flight -= 1
             seconds = time.perf_counter() - start
             route = route_template(scope)
             model = state.get("model")
