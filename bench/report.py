@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,18 @@ def _rps(r: dict[str, Any], server: str) -> str:
     return f"{x['requests_per_s']:,.0f}" if x else "-"
 
 
+def _framework_ceiling(r: dict[str, Any]) -> str:
+    """The minimal FastAPI app's requests/s over the floor's, per round: what any FastAPI app can reach."""
+    fw, floor = r["servers"].get("framework"), r["servers"].get("floor")
+    if not fw or not floor:
+        return "-"
+    ratios = [a["requests_per_s"] / b["requests_per_s"] for a, b in zip(fw["runs"], floor["runs"], strict=True)]
+    ratios.sort()
+    median = statistics.median(ratios)
+    spread = f" ({ratios[0]:.2f}–{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+    return f"{median:.2f}{spread}"
+
+
 def serving_verdicts(r: dict[str, Any]) -> tuple[bool, bool | None]:
     """(floor ratio met, peer ratio met or None where the route has no peer target)."""
     floor = r["ratios"].get("floor", {}).get("median", 0.0)
@@ -164,8 +177,9 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
         f"of issue 17 (floor: ≥ 0.60 for `/predict/mf` and `/recommend` mf, ≥ {DEFAULT_FLOOR_TARGET:.2f} for "
         "the rest; LitServe: ≥ 2× for `/recommend` mf):",
         "",
-        "| route | " + " | ".join(f"÷ {SERVER_NAMES[k]}" for k in others) + " | floor target | verdict |",
-        "|---|" + "---:|" * len(others) + "---:|---|",
+        "| route | " + " | ".join(f"÷ {SERVER_NAMES[k]}" for k in others) + " | floor target | verdict | "
+        "minimal FastAPI ÷ floor |",
+        "|---|" + "---:|" * len(others) + "---:|---|---:|",
     ]
     for r in routes:
         floor_ok, peer_ok = serving_verdicts(r)
@@ -173,8 +187,13 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
         if r["name"] in PEER_TARGETS:
             target += f"; peer ≥ {PEER_TARGETS[r['name']]:.1f}"
         met = floor_ok and peer_ok is not False
-        lines.append(f"| `{r['name']}` | " + " | ".join(_ratio(r, k) for k in others) + f" | {target} | {_ok(met)} |")
+        ratios = " | ".join(_ratio(r, k) for k in others)
+        lines.append(f"| `{r['name']}` | {ratios} | {target} | {_ok(met)} | {_framework_ceiling(r)} |")
     lines += [
+        "",
+        "The last column is the framework's own ceiling: the least FastAPI app doing the same work, as a share "
+        "of the bare floor, in the same rounds. A ratio to the floor above it would need the service to do "
+        "less per request than FastAPI itself does.",
         "",
         "CPU time per request (µs, all of a server's processes, from `/proc` during the same runs): less "
         "sensitive to the machine's load than requests/s, which also depend on how much CPU the server got.",
