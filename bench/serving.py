@@ -2,7 +2,7 @@
 
 Servers, all up at once on loopback and loaded one at a time (an idle server costs nothing):
 
-- ``service``: the real app, as `make serve` runs it (one uvicorn worker);
+- ``service``: the real app, as `make serve` runs it (one uvicorn worker); ``service2``: on two workers;
 - ``before`` (with ``--baseline-app DIR``): the same, but the app package of another checkout, e.g. the commit
   before a change, so "before" and "after" are measured in one run;
 - ``floor``: `bench.anchors.bare`, a bare ASGI app on the same uvicorn doing each route's model work;
@@ -11,7 +11,8 @@ Servers, all up at once on loopback and loaded one at a time (an idle server cos
 
 Every route is driven on every server in each round, servers in a rotating order, so a ratio compares
 figures taken seconds apart; the report gives per-route medians over rounds and the spread of the ratios.
-Then the service alone on two workers (p99 target), and a py-spy profile of each route (`bench.profile`).
+``service2`` is the service on two workers (the p99 target, and the match for LitServe's processes). Then a
+py-spy profile of each route (`bench.profile`) on the service, the floor and ``before``.
 """
 
 from __future__ import annotations
@@ -112,9 +113,16 @@ def load(server: Server, call: Call, name: str, work: Path, *, duration: int, co
 
 
 def _servers(
-    stack: ExitStack, store: Path, work: Path, *, baseline_app: Path | None, peer_python: Path | None
+    stack: ExitStack,
+    store: Path,
+    work: Path,
+    *,
+    baseline_app: Path | None,
+    peer_python: Path | None,
+    two_workers: bool,
 ) -> dict[str, Server]:
     def start(name: str, command: Callable[[int], list[str]] | None, ready: str, **kw: Any) -> None:
+        # One at a time: a worker loading its store while another server is timed would skew that run.
         log.info("starting %s", name)
         servers[name] = stack.enter_context(
             serve(store, log_path=work / f"{name}.log", command=command, ready_path=ready, **kw)
@@ -122,6 +130,10 @@ def _servers(
 
     servers: dict[str, Server] = {}
     start("service", None, "/ready")
+    if two_workers:
+        # One worker per core (WEB_CONCURRENCY=2): what a deployment here would run, and the fair match for
+        # LitServe, whose HTTP process and inference worker are two busy processes as well.
+        start("service2", None, "/ready", workers=2)
     if baseline_app is not None:
         start("before", lambda port: uvicorn_command(port, app_dir=baseline_app), "/ready")
     start("floor", lambda port: uvicorn_command(port, app="bench.anchors.bare:create_app"), "/health")
@@ -164,7 +176,14 @@ def run(
         item = 242 if any(i["item_id"] == 242 for i in catalog["items"]) else catalog["items"][0]["item_id"]
         items = [i for i in LSTM_ITEMS if any(c["item_id"] == i for c in catalog["items"])] or [item]
         plan = [r for r in routes(user, item, items) if not only or any(o in r.name for o in only)]
-        servers = _servers(stack, store, work, baseline_app=baseline_app, peer_python=peer_python if peer else None)
+        servers = _servers(
+            stack,
+            store,
+            work,
+            baseline_app=baseline_app,
+            peer_python=peer_python if peer else None,
+            two_workers=two_workers,
+        )
         service = servers["service"]
         runs: dict[str, dict[str, list[WrkResult]]] = {r.name: {s: [] for s in servers} for r in plan}
         for k in range(rounds):
@@ -187,16 +206,6 @@ def run(
                     name: _profile(servers[name], route.call, route.name, work, profile_seconds, connections)
                     for name in targets
                 }
-        for name in list(servers):
-            if name != "service":
-                servers.pop(name)
-        stack.close()
-        two: list[WrkResult] = []
-        if two_workers:
-            # The same load on two workers, one per core (WEB_CONCURRENCY=2): what a deployment here would run.
-            with serve(store, log_path=work / "service2.log", workers=2) as server2:
-                for route in plan:
-                    two.append(load(server2, route.call, route.name, work, duration=duration, connections=connections))
     return {
         "store": source,
         "dataset": manifest["dataset"],
@@ -208,7 +217,6 @@ def run(
         "connections": connections,
         "servers": list(runs[plan[0].name]),
         "routes": [_summary(route.name, runs[route.name]) for route in plan],
-        "routes_two_workers": [asdict(r) for r in two],
         "profiles": profiles,
         "server_command": "RECSYS_MODELS_DIR=STORE .venv/bin/uvicorn app.main:create_app --factory "
         f"--host {HOST} --port PORT --no-access-log",
@@ -253,12 +261,18 @@ def _summary(name: str, by_server: dict[str, list[WrkResult]]) -> dict[str, Any]
             "socket_errors": sum(r.socket_errors for r in results),
             "runs": [asdict(r) for r in results],
         }
-        if server != "service":
-            per_round = [a.requests_per_s / b.requests_per_s for a, b in zip(ours, results, strict=True)]
-            summary["ratios"][server] = {
-                "median": statistics.median(per_round),
-                "min": min(per_round),
-                "max": max(per_round),
-                "per_round": per_round,
-            }
+        if server not in ("service", "service2"):
+            summary["ratios"][server] = _ratios(ours, results)
+    if by_server.get("service2") and by_server.get("peer"):
+        summary["ratios_two_workers"] = {"peer": _ratios(by_server["service2"], by_server["peer"])}
     return summary
+
+
+def _ratios(ours: list[WrkResult], theirs: list[WrkResult]) -> dict[str, Any]:
+    per_round = [a.requests_per_s / b.requests_per_s for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "median": statistics.median(per_round),
+        "min": min(per_round),
+        "max": max(per_round),
+        "per_round": per_round,
+    }
