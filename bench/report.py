@@ -439,15 +439,20 @@ def write(results: dict[str, Any], docs: Path) -> None:
     previous = _sections(path.read_text()) if path.exists() else {}
     # A part not measured this time keeps its section from the last run, and so does any section written by
     # hand (the soak run): `--skip` and `--quick` rewrite only what they measured.
-    for heading in ("Training speed", "Serving", "Scale", "What grows super-linearly"):
+    for heading in ORDER:
         if heading in sections:
             lines += sections[heading]
         elif heading in previous:
             lines += previous[heading]
     for heading, text in previous.items():
-        if heading not in ("Training speed", "Serving", "Scale", "What grows super-linearly"):
+        if heading not in ORDER:
             lines += text
     path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+# Sections in the order they appear; "Serving hot path" is written by hand (what changed and why, issue 17)
+# and kept next to the figures it explains.
+ORDER = ("Training speed", "Serving", "Serving hot path (issue 17)", "Scale", "What grows super-linearly")
 
 
 def _sections(text: str) -> dict[str, list[str]]:
