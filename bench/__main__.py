@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             peer=not args.no_peer,
             profile_seconds=args.profile_seconds,
             only=[r.strip() for r in args.routes.split(",") if r.strip()],
+            inprocess_calls=not args.quick,
         )
         save(results)
     if "scale" not in skip:

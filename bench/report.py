@@ -228,6 +228,7 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
         f"![Serving: ratio to the floor and p99]({image})",
         "",
     ]
+    lines += inprocess_section(s)
     lines += profile_section(s)
     if "service2" in servers:
         lines += [
@@ -251,6 +252,33 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
                 f"{x['p99_ms_max']:.2f} | {floor_p99} | {x['non_2xx']} | {_ok(met)} |"
             )
         lines.append("")
+    return lines
+
+
+def inprocess_section(s: dict[str, Any]) -> list[str]:
+    found = s.get("inprocess")
+    if not found:
+        return []
+    table = found["us_per_request"]
+    apps = [a for a in ("service", "before", "floor", "framework") if a in next(iter(table.values()))]
+    lines = [
+        "### In-process: CPU per request without sockets",
+        "",
+        "`python -m bench.inprocess_asgi` (run by the serving part): each app called directly as an ASGI "
+        f"callable, its lifespan started as uvicorn would, {found['calls']}, process CPU time. No uvicorn, no "
+        "wrk and no loopback, so what is left is what each app does per request, and the shared machine's "
+        "load moves it far less than requests/s. Over the wire every server also pays uvicorn's parsing and "
+        "the socket writes, the same for all, which pulls ratios towards 1.",
+        "",
+        "| route | " + " | ".join(f"{SERVER_NAMES[a]} µs" for a in apps) + " | floor ÷ service | "
+        "framework ÷ service | framework ÷ floor |",
+        "|---|" + "---:|" * (len(apps) + 3),
+    ]
+    for route, by_app in table.items():
+        svc, floor, fw = by_app["service"], by_app["floor"], by_app["framework"]
+        cells = " | ".join(f"{by_app[a]:.0f}" for a in apps)
+        lines.append(f"| `{route}` | {cells} | {floor / svc:.2f} | {fw / svc:.2f} | {floor / fw:.2f} |")
+    lines.append("")
     return lines
 
 

@@ -12,7 +12,8 @@ Servers, all up at once on loopback and loaded one at a time (an idle server cos
 Every route is driven on every server in each round, servers in a rotating order, so a ratio compares
 figures taken seconds apart; the report gives per-route medians over rounds and the spread of the ratios.
 ``service2`` is the service on two workers (the p99 target, and the match for LitServe's processes). Then a
-py-spy profile of each route (`bench.profile`) on the service, the floor and ``before``.
+py-spy profile of each route (`bench.profile`) on the service, the floor and ``before``, and the same apps
+called in-process without sockets (`bench.inprocess_asgi`), which the machine's load disturbs far less.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from app.artifacts import MANIFEST_FILE
-from bench import peers, profile
+from bench import inprocess_asgi, peers, profile
 from bench.server import (
     HOST,
     REPO,
@@ -165,6 +166,7 @@ def run(
     two_workers: bool = True,
     profile_seconds: int = 4,
     only: list[str] | None = None,
+    inprocess_calls: bool = True,
 ) -> dict[str, Any]:
     peer_python = peers.ensure() if peer or profile_seconds else None
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ExitStack() as stack:
@@ -206,7 +208,9 @@ def run(
                     name: _profile(servers[name], route.call, route.name, work, profile_seconds, connections)
                     for name in targets
                 }
+        inprocess = inprocess_asgi.run(store, baseline_app) if inprocess_calls else None
     return {
+        "inprocess": inprocess,
         "store": source,
         "dataset": manifest["dataset"],
         "ready_seconds": service.ready_seconds,
