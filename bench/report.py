@@ -144,6 +144,8 @@ def serving_section(s: dict[str, Any], cmd: str, image: str) -> list[str]:
         "",
         f"- **service**: `{s['server_command']}` (one worker, as `make serve`)",
     ]
+    if "service2" in servers:
+        lines.append("- **service, 2 workers**: the same with `--workers 2` (one per core)")
     if "before" in servers:
         lines.append(
             "- **before**: the same command serving the `app/` of the commit before this work (`--baseline-app`)"
@@ -268,7 +270,9 @@ def inprocess_section(s: dict[str, Any]) -> list[str]:
         f"callable, its lifespan started as uvicorn would, {found['calls']}, process CPU time. No uvicorn, no "
         "wrk and no loopback, so what is left is what each app does per request, and the shared machine's "
         "load moves it far less than requests/s. Over the wire every server also pays uvicorn's parsing and "
-        "the socket writes, the same for all, which pulls ratios towards 1.",
+        "the socket writes, the same for all, which pulls ratios towards 1. The ratios are of µs the other "
+        "way round, i.e. requests/s as a share when CPU-bound (floor ÷ service is the service's share of the "
+        "floor)." + (f" Command: `{found['command']}`." if found.get("command") else ""),
         "",
         "| route | " + " | ".join(f"{SERVER_NAMES[a]} µs" for a in apps) + " | floor ÷ service | "
         "framework ÷ service | framework ÷ floor |",
