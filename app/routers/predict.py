@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
@@ -24,11 +24,9 @@ router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSE
 
 # Declared before /{model} so that "lstm" reaches the sequence handler.
 @router.post("/lstm")
-async def predict_sequence(
-    body: SequencePredictRequest, registry: RegistryDep, request: Request
-) -> SequencePredictResponse:
+async def predict_sequence(body: SequencePredictRequest, request: Request) -> SequencePredictResponse:
     """Predict the stars of each item in a sequence from the items and ratings before it (LSTM)."""
-    result = service.predict_sequence(registry=registry, items=body.items, ratings=body.ratings or [])
+    result = service.predict_sequence(registry=registry_of(request), items=body.items, ratings=body.ratings or [])
     mark_served(request, model=result.model, version=result.model_version)
     return result
 
@@ -42,10 +40,11 @@ async def predict_ratings(
         Path(description="A pair model: mf or dense", examples=["mf"], json_schema_extra={"enum": PAIR_MODELS}),
     ],
     body: PredictRequest,
-    registry: RegistryDep,
     request: Request,
 ) -> PredictResponse:
     """Predict the stars a user would give each of the items (mf or dense)."""
-    result = service.predict_ratings(registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids)
+    result = service.predict_ratings(
+        registry=registry_of(request), model=model, user_id=body.user_id, item_ids=body.item_ids
+    )
     mark_served(request, model=result.model, version=result.model_version)
     return result

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.artifacts import MODEL_NAMES
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.middleware import mark_served
 from app.schemas import (
     BOOL_NOTE,
@@ -50,7 +50,6 @@ async def recommend_items(
     user_id: Annotated[
         int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196]), DECIMAL_DIGITS
     ],
-    registry: RegistryDep,
     request: Request,
     k: Annotated[
         int,
@@ -95,7 +94,7 @@ async def recommend_items(
     filters = service.Filters(k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"))
     call = partial(
         service.recommend_for_user,
-        registry=registry,
+        registry=registry_of(request),
         user_id=user_id,
         model=model,
         filters=filters,
@@ -107,9 +106,7 @@ async def recommend_items(
 
 
 @router.post("", response_model=RecommendResponse)
-async def recommend_session(
-    body: SessionRecommendRequest, registry: RegistryDep, request: Request
-) -> RecommendResponse | Response:
+async def recommend_session(body: SessionRecommendRequest, request: Request) -> RecommendResponse | Response:
     """Recommend the next items for an anonymous session of items (LSTM)."""
     filters = service.Filters(
         k=body.k,
@@ -119,7 +116,7 @@ async def recommend_session(
     )
     call = partial(
         service.recommend_for_session,
-        registry=registry,
+        registry=registry_of(request),
         items=body.items,
         ratings=body.ratings or [],
         filters=filters,
