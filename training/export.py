@@ -161,12 +161,14 @@ def export_store(
             popularity_weight=m.popularity_weight,
         )
     dataset = DatasetInfo(
-        name="ml-100k",
+        name=data.name,
         split=split,
         sha256=data.sha256,
         n_users=train.num_users,
         n_items=train.num_items,
         n_ratings=len(train),
+        rating_min=train.rating_min,
+        rating_max=train.rating_max,
     )
     merged = {**_carried_over(out, dataset, set(entries)), **entries}
     entries = {name: merged[name] for name in MODEL_NAMES if name in merged}

@@ -183,13 +183,12 @@ def _history_scorer(network: nn.Module) -> Scorer:
             with torch.inference_mode():
                 clone.user_taste.copy_(user_tastes(clone, history, SEQUENCE_LENGTH))  # type: ignore[operator]
             return model_scorer("mf", clone)(history, users)
-        items, ratings, offsets, lengths = history.to_histories(SEQUENCE_LENGTH)
-        it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
-        ends = np.maximum(offsets + lengths, SEQUENCE_LENGTH)  # a user without history: one empty window
+        histories = history.to_histories(SEQUENCE_LENGTH)
         with torch.inference_mode():
             for row, user in enumerate(users.tolist()):
-                end = int(ends[user])
-                out[row] = network.score_next(it[user : user + 1, :end], rt[user : user + 1, :end]).numpy()  # type: ignore[operator]
+                # One user at a time, padded as in training; a user without history: one empty window.
+                items, ratings, _ = histories.padded(np.array([user]), min_width=SEQUENCE_LENGTH)
+                out[row] = network.score_next(torch.from_numpy(items), torch.from_numpy(ratings)).numpy()  # type: ignore[operator]
         return out
 
     return score
