@@ -243,7 +243,13 @@ def train_dense(
         penalty = (m.user_emb(users).pow(2).sum(-1) + m.item_emb(items).pow(2).sum(-1)).mean()
         return F.mse_loss(m(users, items), target) + config.reg * penalty
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # SparseAdam for the (sparse) tables, whose L2 is `config.reg` on the rows a batch touches; AdamW for the rest.
+    tables = [model.user_emb.weight, model.item_emb.weight, model.user_bias.weight, model.item_bias.weight]
+    rest = [p for p in model.parameters() if all(p is not t for t in tables)]
+    optimizer = Optimizers(
+        torch.optim.SparseAdam(tables, lr=config.lr),
+        torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay),
+    )
     result = fit(
         model,
         _pair_tensors(train),
