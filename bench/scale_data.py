@@ -37,7 +37,27 @@ USERS_25M = 162_541
 RATINGS_25M = 25_000_095
 ITEMS_RATED_25M = 59_047
 MAX_MOVIE_ID = 209_171
-GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 
 def generate(directory: Path, n_ratings: int, seed: int = 0) -> dict[str, Any]:
@@ -46,15 +66,21 @@ def generate(directory: Path, n_ratings: int, seed: int = 0) -> dict[str, Any]:
     n_users = max(100, round(USERS_25M * n_ratings / RATINGS_25M))
     n_items = ITEMS_RATED_25M
     # Long-tailed activity: at least 20 each (as MovieLens guarantees), a Pareto tail, scaled to the total.
-    # Drawn ~6% above the target: a user drawing a popular item twice loses the repeat below.
     extra = rng.pareto(1.2, n_users)
-    extra *= (n_ratings * 1.06 - 20 * n_users) / extra.sum()
+    extra *= (n_ratings - 20 * n_users) / extra.sum()
     counts = np.minimum(20 + np.floor(extra).astype(np.int64), n_items // 2)
-    users = np.repeat(np.arange(n_users), counts)
-    # Zipf-like popularity over items; duplicates (a user drawing an item twice) are dropped below.
+    # Zipf-like popularity, mixed with a uniform share so the heaviest users can still find unseen items. A user
+    # drawing an item twice keeps one: each round draws every user's remaining shortfall again.
     weights = 1.0 / (np.arange(n_items) + 10.0) ** 1.1
-    items = rng.choice(n_items, size=len(users), p=weights / weights.sum())
-    key = np.unique(users.astype(np.int64) * n_items + items)
+    p = 0.8 * weights / weights.sum() + 0.2 / n_items
+    key = np.zeros(0, dtype=np.int64)
+    for _ in range(6):
+        have = np.bincount(key // n_items, minlength=n_users) if len(key) else np.zeros(n_users, np.int64)
+        short = np.maximum(counts - have, 0)
+        if short.sum() == 0:
+            break
+        users = np.repeat(np.arange(n_users), short)
+        key = np.unique(np.r_[key, users.astype(np.int64) * n_items + rng.choice(n_items, size=len(users), p=p)])
     users, items = key // n_items, key % n_items
     n = len(users)
     user_bias = rng.normal(0, 0.4, n_users)

@@ -426,6 +426,7 @@ def _read_numeric(
     if frame is None or any(frame[p].isna().any() for p in positions):
         _name_bad_line(path, kwargs, positions, names, first_line, n_fields, shown_sep)
         raise LoaderError(f"{path}: unreadable")  # _name_bad_line always raises; this satisfies the checker
+    _check_field_counts(path, sep, n_fields, first_line, shown_sep)
     out = pd.DataFrame({n: frame[p].to_numpy() for p, n in zip(positions, names, strict=True)})
     rating = out["rating"].to_numpy()
     bad = np.flatnonzero(~np.isfinite(rating))
@@ -433,6 +434,29 @@ def _read_numeric(
         raise LoaderError(f"{path}:{bad[0] + first_line}: rating {rating[bad[0]]} is not a number")
     out["rating"] = rating.astype(np.float32)
     return out
+
+
+def _check_field_counts(path: Path, sep: str, n_fields: int, first_line: int, shown_sep: str) -> None:
+    """Name the first line with too many fields: pandas drops the extra ones silently when it reads a subset
+    of the columns. Counted on the raw bytes with numpy (a few seconds at 25M lines); skipped for files with
+    quotes, whose separators may sit inside a field (the parser has checked those)."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if len(sep) != 1 or (raw == ord('"')).any():
+        return
+    ends = np.flatnonzero(raw == ord("\n"))
+    if len(ends) == 0 or ends[-1] != len(raw) - 1:
+        ends = np.r_[ends, len(raw)]  # a last line without a newline
+    seps = np.flatnonzero(raw == ord(sep))
+    starts = np.r_[0, ends[:-1] + 1]
+    counts = np.searchsorted(seps, ends) - np.searchsorted(seps, starts)
+    per_field = 2 if shown_sep == "::" else 1  # '::' read as ':'
+    expected = (n_fields - 1) if per_field == 1 else n_fields - 1
+    bad = np.flatnonzero((counts != expected) & (ends > starts))  # blank lines are reported elsewhere
+    if len(bad):
+        line = int(bad[0]) + 1
+        got = int(counts[bad[0]]) // per_field + 1
+        want = (n_fields - 1) // per_field + 1
+        raise LoaderError(f"{path}:{line}: expected {want} {shown_sep}-separated fields, got {got}")
 
 
 def _name_bad_line(
