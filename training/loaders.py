@@ -426,7 +426,7 @@ def _read_numeric(
     if frame is None or any(frame[p].isna().any() for p in positions):
         _name_bad_line(path, kwargs, positions, names, first_line, n_fields, shown_sep)
         raise LoaderError(f"{path}: unreadable")  # _name_bad_line always raises; this satisfies the checker
-    _check_field_counts(path, sep, n_fields, first_line, shown_sep)
+    _check_field_counts(path, sep, n_fields, shown_sep)
     out = pd.DataFrame({n: frame[p].to_numpy() for p, n in zip(positions, names, strict=True)})
     rating = out["rating"].to_numpy()
     bad = np.flatnonzero(~np.isfinite(rating))
@@ -436,7 +436,7 @@ def _read_numeric(
     return out
 
 
-def _check_field_counts(path: Path, sep: str, n_fields: int, first_line: int, shown_sep: str) -> None:
+def _check_field_counts(path: Path, sep: str, n_fields: int, shown_sep: str) -> None:
     """Name the first line with too many fields: pandas drops the extra ones silently when it reads a subset
     of the columns. Counted on the raw bytes with numpy (a few seconds at 25M lines); skipped for files with
     quotes, whose separators may sit inside a field (the parser has checked those)."""
@@ -450,7 +450,7 @@ def _check_field_counts(path: Path, sep: str, n_fields: int, first_line: int, sh
     starts = np.r_[0, ends[:-1] + 1]
     counts = np.searchsorted(seps, ends) - np.searchsorted(seps, starts)
     per_field = 2 if shown_sep == "::" else 1  # '::' read as ':'
-    expected = (n_fields - 1) if per_field == 1 else n_fields - 1
+    expected = n_fields - 1  # separators per line (n_fields counts the pieces between single characters)
     bad = np.flatnonzero((counts != expected) & (ends > starts))  # blank lines are reported elsewhere
     if len(bad):
         line = int(bad[0]) + 1
