@@ -153,7 +153,7 @@ def test_cross_validation_folds_partition_the_ratings() -> None:
 def test_canonical_split_of_a_data_set_without_one_says_what_to_use(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     path.write_text("user,item,rating\n1,1,1\n1,2,2\n")
-    with pytest.raises(DataError, match="no canonical split 'u1'.*random, temporal, full"):
+    with pytest.raises(DataError, match=r"no canonical split 'u1'.*random, temporal, full"):
         load_dataset(path).split("u1")
 
 
@@ -167,3 +167,12 @@ def test_top_k_matches_a_stable_argsort_with_ties() -> None:
         masked[:, 0] = -np.inf
         expected = np.argsort(-masked, axis=1, kind="stable")[:, :10]
         assert np.array_equal(top_k(scores, exclude, 10), expected)
+
+
+def test_quality_command_takes_a_number_of_folds() -> None:
+    from training.quality import parse_args
+
+    assert parse_args(["--folds", "3"]).folds == ("cv1/3", "cv2/3", "cv3/3")
+    assert parse_args(["--folds", "u1,u2"]).folds == ("u1", "u2")
+    with pytest.raises(SystemExit):
+        parse_args(["--folds", "1"])
