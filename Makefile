@@ -7,7 +7,7 @@ DATA    ?= $(or $(RECSYS_DATA_DIR),../shared/data/ml-100k)
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: setup serve train models test test-fast lint format bench clean
+.PHONY: setup serve train models test test-fast lint format bench bench-scale-25m clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,11 @@ format: setup
 bench: setup
 	bash scripts/system-deps.sh
 	$(BIN)/python -m bench --data $(DATA)
+	nice -n 10 $(BIN)/python -m bench.scale_data --ratings 2500000 --json bench/out/scale_data_2.5m.json
+
+# The real CLI on a synthetic data set in the ML-25M layout at full size (about an hour on a quiet 2-core box).
+bench-scale-25m: setup
+	nice -n 10 $(BIN)/python -m bench.scale_data --ratings 25000000 --json bench/out/scale_data_25m.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

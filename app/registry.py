@@ -430,7 +430,7 @@ def _check_stars(method: str, out: torch.Tensor, shape: tuple[int, ...], scale: 
         raise ValueError(f"{method}() returned shape {tuple(out.shape)}, expected {shape}")
     lo, hi = scale
     if not torch.isfinite(out).all() or out.min() < lo or out.max() > hi:
-        raise ValueError(f"{method}() returned values outside the data set's [{lo:g}, {hi:g}] stars")
+        raise ValueError(f"{method}() returned values outside [{lo:g}, {hi:g}] stars (the manifest's rating scale)")
 
 
 def _brief(error: ValidationError) -> str:
