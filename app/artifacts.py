@@ -14,7 +14,7 @@ atomically, decides which set is live)::
     <model>-<sha12>.pt        TorchScript, one per model (mf, dense, lstm)
 
 Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). The catalog
-maps raw MovieLens ids to those indices. Every TorchScript module returns ratings in stars within [1, 5]:
+maps raw MovieLens ids to those indices. Every TorchScript module's rating methods return stars within [1, 5]:
 
 - mf, dense: ``predict(users: Tensor[B] int64, items: Tensor[B] int64) -> Tensor[B]``;
   ``score_all(user: Tensor[1] int64) -> Tensor[n_items + 1]`` (index 0 is padding, ignore it);
@@ -27,8 +27,20 @@ maps raw MovieLens ids to those indices. Every TorchScript module returns rating
   above, from the state after the user's whole training history.
   ``item_embeddings()`` as above.
 
-Ranking (`/recommend`) orders candidates by ``stars + popularity_weight * log1p(count) / log1p(max count)``
-with ``count`` from ``histories.npz["popularity"]``; a weight of 0 ranks by predicted rating alone.
+Ranking (schema 2; schema 1 ranked by stars plus a popularity blend). Each module also carries a ranking score,
+learned from implicit feedback (which films a user watches: a softmax over the catalog) plus ``rank_weight`` times
+the [0,1]-scale rating score (see `training.rank_heads`). Higher is better; it is not in stars and its scale means
+nothing across users. `/recommend` orders candidates by it:
+
+- every model: ``rank_all(user: Tensor[1] int64) -> Tensor[n_items + 1]`` (index 0 is padding, ignore it), from
+  the user's whole training history.
+- lstm also: ``rank_next(items: Tensor[1, L], ratings: Tensor[1, L]) -> Tensor[n_items + 1]`` for an anonymous
+  sequence, taking what ``score_next`` takes.
+- mf and lstm: the score is an inner product, so it can be served by maximum-inner-product search:
+  ``rank_item_vectors() -> Tensor[n_items + 1, D]`` and ``rank_user_vector(user: Tensor[1]) -> Tensor[D]`` (lstm
+  also ``rank_session_vector(items, ratings) -> Tensor[D]``), with ``rank_all(user) == rank_item_vectors() @
+  rank_user_vector(user)`` and ``rank_next`` likewise. Item biases are folded in as the last column, whose
+  query entry is a constant 1. Row 0 of the item vectors is padding.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ranking heads (rank_* methods); ModelEntry.rank_weight replaces popularity_weight
 MANIFEST_FILE = "manifest.json"
 MODEL_NAMES = ("mf", "dense", "lstm")
 ModelName = Literal["mf", "dense", "lstm"]
@@ -77,9 +89,9 @@ class ModelEntry(FileRef):
     hyperparameters: dict[str, float | int | str | bool | list[int]]
     metrics: list[Metrics] = Field(description="Held-out metrics, each naming its split")
     n_parameters: int
-    popularity_weight: float = Field(
+    rank_weight: float = Field(
         default=0.0,
-        description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
+        description="Weight of the [0,1]-scale rating score inside the ranking score, chosen on validation data",
     )
 
 

@@ -6,7 +6,6 @@ indices 1..50) so that any confusion of the two shows up as a wrong answer, not 
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +16,19 @@ import pytest
 import torch
 from torch import nn
 
-from app.artifacts import MANIFEST_FILE, Metrics
+from app.artifacts import Metrics
 from training.data import Interactions, MovieLens
 from training.evaluate import user_tastes
 from training.export import TrainedModel, export_store
 from training.models import SEQUENCE_LENGTH
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
+from training.rank_heads import lstm_queries
 
 N_USERS, N_ITEMS = 20, 50
 USER_IDS = np.arange(101, 101 + N_USERS, dtype=np.int64)
 ITEM_IDS = np.arange(1001, 1001 + N_ITEMS, dtype=np.int64)
 GENRES = ["unknown", "Action", "Comedy", "Drama", "Sci-Fi"]
-POPULARITY_WEIGHT = {"mf": 0.5, "dense": 0.0, "lstm": 0.25}
+RANK_WEIGHT = {"mf": 0.5, "dense": 0.0, "lstm": 0.25}  # weight of the rating score in the ranking score
 SYNTHETIC_RMSE = {"mf": 0.91, "dense": 0.92, "lstm": 0.94}
 
 
@@ -102,7 +102,7 @@ def synthetic_networks(seed: int = 0) -> dict[str, nn.Module]:
     """Randomly initialised networks with weights spread enough that every (user, item) scores differently."""
     torch.manual_seed(seed)
     networks: dict[str, nn.Module] = {
-        "mf": MatrixFactorization(N_USERS, N_ITEMS, dim=8),
+        "mf": MatrixFactorization(N_USERS, N_ITEMS, dim=8, rank_dim=4),
         "dense": DenseNet(N_USERS, N_ITEMS, dim=8, hidden=[16, 8], dropout=0.1),
         "lstm": SequenceLSTM(N_USERS, N_ITEMS, dim=8, hidden=16),
     }
@@ -115,6 +115,12 @@ def synthetic_networks(seed: int = 0) -> dict[str, nn.Module]:
         for name in ("mf", "lstm"):
             networks[name].global_bias.fill_(0.5)  # type: ignore[operator]
         networks["dense"].rest[-1].bias.fill_(0.5)  # type: ignore[index,union-attr]
+        # Ranking heads as training leaves them: random tables (the LSTM's user queries are computed from its
+        # history in write_synthetic_store), and a weight of the rating score per model.
+        for name, network in networks.items():
+            for buffer in ("rank_users", "rank_items", "rank_item_bias"):
+                getattr(network, buffer).normal_(0.0, 0.5)
+            network.rank_weight.fill_(RANK_WEIGHT[name])  # type: ignore[operator]
     return networks
 
 
@@ -122,8 +128,9 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
     data, train = synthetic_data()
     networks = synthetic_networks()
     lstm = networks["lstm"]
-    with torch.no_grad():  # as training does: each user's taste after their whole history
+    with torch.no_grad():  # as training does: each user's taste and ranking query after their whole history
         lstm.user_taste.copy_(user_tastes(lstm, train, SEQUENCE_LENGTH))  # type: ignore[operator]
+        lstm.rank_users = lstm_queries(lstm, train, SEQUENCE_LENGTH)  # type: ignore[arg-type]
     models = [
         TrainedModel(
             name=name,
@@ -141,18 +148,13 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
             ],
             training_seconds=0.1,
             epochs=1,
+            rank_weight=RANK_WEIGHT[name],
         )
         for name, network in networks.items()
     ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
         export_store(out, models, data=data, train=train, split="synthetic")
-    # Per-model ranking blends, as training would record them (the manifest itself carries no checksum).
-    manifest_path = out / MANIFEST_FILE
-    manifest = json.loads(manifest_path.read_text())
-    for name, weight in POPULARITY_WEIGHT.items():
-        manifest["models"][name]["popularity_weight"] = weight
-    manifest_path.write_text(json.dumps(manifest, indent=2))
     return SyntheticStore(path=out, data=data, train=train, networks=networks)
 
 

@@ -173,6 +173,38 @@ def model_scorer(name: str, network: nn.Module) -> Scorer:
     return score
 
 
+def rank_scorer(network: nn.Module) -> Scorer:
+    """The served ranking score of known users: ``rank_all(tensor([u]))``, from the user vectors the network
+    holds (folded from its whole training split; `history` only sizes the output)."""
+
+    def score(history: Interactions, users: np.ndarray) -> np.ndarray:
+        network.eval()
+        out = np.empty((len(users), history.num_items + 1), dtype=np.float32)
+        with torch.inference_mode():
+            for row, user in enumerate(users.tolist()):
+                out[row] = network.rank_all(torch.tensor([user])).numpy()  # type: ignore[operator]
+        return out
+
+    return score
+
+
+def rank_session_scorer(network: nn.Module) -> Scorer:
+    """The LSTM's ``rank_next`` after each user's latest ``SEQUENCE_LENGTH - 1`` history ratings, as
+    `POST /recommend` ranks a session of them."""
+
+    def score(history: Interactions, users: np.ndarray) -> np.ndarray:
+        network.eval()
+        out = np.empty((len(users), history.num_items + 1), dtype=np.float32)
+        items, ratings = latest_contexts(history, users, SEQUENCE_LENGTH - 1)
+        it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
+        with torch.inference_mode():
+            for row in range(len(users)):
+                out[row] = network.rank_next(it[row : row + 1], rt[row : row + 1]).numpy()  # type: ignore[operator]
+        return out
+
+    return score
+
+
 def _history_scorer(network: nn.Module) -> Scorer:
     def score(history: Interactions, users: np.ndarray) -> np.ndarray:
         network.eval()
