@@ -145,7 +145,8 @@ def run(
         model = TrainedModel(
             name=name,
             network=network,
-            hyperparameters=all_hyperparameters(name, max_epochs),
+            hyperparameters=all_hyperparameters(name, max_epochs)
+            | ({"rank_popularity_weight": result.ranking.popularity_weight} if result.ranking else {}),
             metrics=[metrics] if metrics else [],
             training_seconds=result.seconds,
             epochs=result.epochs,

@@ -235,7 +235,7 @@ def test_lstm_head_learns_the_groups_and_serves_sessions() -> None:
     fit, val, test = taste_world(seed=1)
     lstm = SequenceLSTM(fit.num_users, fit.num_items, 4, 8).eval()
     config = RankConfig(dim=8, max_epochs=60, eval_every=5, patience=4, lr=0.03, reg=1e-4, full_history=0.8)
-    _, result, refold = train_lstm_head(lstm, fit, val, config, torch.Generator().manual_seed(0), 10)
+    _, _, refold = train_lstm_head(lstm, fit, val, config, torch.Generator().manual_seed(0), 10)
     history = concat(fit, val)
     refold(history)
     task = RankingTask.build(history, test)
@@ -258,9 +258,18 @@ def test_rating_weight_is_chosen_on_validation() -> None:
     task = RankingTask.build(history, val)
     logits = np.array([[0.0, 1.0, 0.0, 0.0]] * 2)
     rating = np.array([[0.0, 0.0, 0.6, 0.0]] * 2)
-    weight, curve = choose_weight(task, logits, rating, [0.0, 1.0, 2.0, 4.0])
-    assert weight == 2.0  # the smallest weight at which item 2 overtakes item 1
-    assert curve[0.0] < curve[2.0] == curve[4.0]
+    (weight, pop), curve = choose_weight(task, logits, rating, [0.0, 1.0, 2.0, 4.0])
+    assert (weight, pop) == (2.0, 0.0)  # the smallest weight at which item 2 overtakes item 1
+    assert curve[0.0, 0.0] < curve[2.0, 0.0] == curve[4.0, 0.0]
+    # Item 1 is the popular one here (rated by both in a bigger history): a popularity prior is not chosen.
+    (weight, pop), _ = choose_weight(
+        RankingTask.build(concat(history, interactions([(1, 1, 3.0)], 2, 3)), val),
+        logits,
+        rating,
+        [0.0, 2.0],
+        [0.0, 4.0],
+    )
+    assert (weight, pop) == (2.0, 0.0)
 
 
 # --- hooked into the training job ---------------------------------------------------------------------------
