@@ -32,9 +32,10 @@ PeerFit = Callable[[Interactions, dict[str, Any]], Callable[[np.ndarray], np.nda
 
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0)
 KNN_NEIGHBOURS = (20, 50, 100, 200, 0)  # 0: every item
-# u1 validation chose the grid's edge (32 factors, regularization 1, alpha 1) from factors 32-128,
-# regularization 0.01-1 and alpha 1-20, so the grid is centred there.
-ALS_GRID = {"factors": (16, 32, 64), "regularization": (0.3, 1.0, 3.0, 10.0), "alpha": (0.5, 1.0, 2.0)}
+# u1 validation chose the grid's edge twice: (32 factors, regularization 1, alpha 1) from factors 32-128,
+# regularization 0.01-1 and alpha 1-20; then (16, 10, 2) from factors 16-64, regularization 0.3-10 and alpha
+# 0.5-2. So the grid now reaches past both.
+ALS_GRID = {"factors": (8, 16, 32, 64), "regularization": (1.0, 3.0, 10.0, 30.0, 100.0), "alpha": (1.0, 2.0, 5.0)}
 ALS_ITERATIONS = 15
 
 
