@@ -82,15 +82,16 @@ def fit_als(history: Interactions, params: dict[str, Any]) -> Callable[[np.ndarr
         (np.ones(len(history), dtype=np.float32), (history.user_ids, history.item_ids)),
         shape=(history.num_users + 1, history.num_items + 1),
     )
-    model = AlternatingLeastSquares(
-        factors=int(params["factors"]),
-        regularization=float(params["regularization"]),
-        alpha=float(params["alpha"]),
-        iterations=ALS_ITERATIONS,
-        random_state=int(params.get("seed", 0)),
-        num_threads=1,
-    )
-    with threadpool_limits(1, "blas"):  # implicit's own advice: its solver runs its own loop over users
+    # implicit's own advice: one BLAS thread, as its solver runs its own loop over users (checked at construction).
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=int(params["factors"]),
+            regularization=float(params["regularization"]),
+            alpha=float(params["alpha"]),
+            iterations=ALS_ITERATIONS,
+            random_state=int(params.get("seed", 0)),
+            num_threads=1,
+        )
         model.fit(x, show_progress=False)
     users_f, items_f = np.asarray(model.user_factors), np.asarray(model.item_factors)
     return lambda users: users_f[users] @ items_f.T
