@@ -23,7 +23,7 @@ followed or opened for reading. A model's ``version`` and file name are derived 
 model it holds, so an entry cannot point at another model's weights unnoticed.
 
 Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). The catalog
-maps raw ids to those indices. Every TorchScript module returns ratings in stars clamped to the data set's
+maps raw ids to those indices. Every TorchScript module's rating methods return stars clamped to the data set's
 scale, ``[dataset.rating_min, dataset.rating_max]`` (1-5 for ML-100K/1M, 0.5-5 in half stars for ML-10M and
 later, a ratings file's own range otherwise):
 
@@ -38,8 +38,20 @@ later, a ratings file's own range otherwise):
   above, from the state after the user's whole training history.
   ``item_embeddings()`` as above.
 
-Ranking (`/recommend`) orders candidates by ``stars + popularity_weight * log1p(count) / log1p(max count)``
-with ``count`` from ``histories.npz["popularity"]``; a weight of 0 ranks by predicted rating alone.
+Ranking (schema 3; schemas 1-2 ranked by stars plus a popularity blend). Each module also carries a ranking score,
+learned from implicit feedback (which films a user watches: a softmax over the catalog) plus ``rank_weight`` times
+the [0,1]-scale rating score (see `training.rank_heads`). Higher is better; it is not in stars and its scale means
+nothing across users. `/recommend` orders candidates by it:
+
+- every model: ``rank_all(user: Tensor[1] int64) -> Tensor[n_items + 1]`` (index 0 is padding, ignore it), from
+  the user's whole training history.
+- lstm also: ``rank_next(items: Tensor[1, L], ratings: Tensor[1, L]) -> Tensor[n_items + 1]`` for an anonymous
+  sequence, taking what ``score_next`` takes.
+- mf and lstm: the score is an inner product, so it can be served by maximum-inner-product search:
+  ``rank_item_vectors() -> Tensor[n_items + 1, D]`` and ``rank_user_vector(user: Tensor[1]) -> Tensor[D]`` (lstm
+  also ``rank_session_vector(items, ratings) -> Tensor[D]``), with ``rank_all(user) == rank_item_vectors() @
+  rank_user_vector(user)`` and ``rank_next`` likewise. Item biases are folded in as the last column, whose
+  query entry is a constant 1. Row 0 of the item vectors is padding.
 """
 
 from __future__ import annotations
@@ -50,7 +62,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # 2: store versions (Manifest.store_version, versions/) and each entry's own training data (ModelEntry.dataset).
-SCHEMA_VERSION = 2
+# 3: ranking heads (rank_* methods); ModelEntry.rank_weight replaces popularity_weight.
+SCHEMA_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 VERSIONS_DIR = "versions"
 LOCK_FILE = ".lock"
@@ -112,9 +125,9 @@ class ModelEntry(FileRef):
     hyperparameters: dict[str, float | int | str | bool | list[int]]
     metrics: list[Metrics] = Field(description="Held-out metrics, each naming its split")
     n_parameters: int
-    popularity_weight: float = Field(
+    rank_weight: float = Field(
         default=0.0,
-        description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
+        description="Weight of the [0,1]-scale rating score inside the ranking score, chosen on validation data",
     )
     dataset: DatasetInfo = Field(
         description="The data this model was trained on. It may differ from the store's `dataset` (the data of "

@@ -57,9 +57,22 @@ log = logging.getLogger(__name__)
 ModelKind = Literal["pair", "sequence"]
 # mf and dense score (user, item) pairs; the LSTM scores items after a sequence of earlier ones.
 MODEL_KINDS: dict[str, ModelKind] = {"mf": "pair", "dense": "pair", "lstm": "sequence"}
-REQUIRED_METHODS: dict[ModelKind, tuple[str, ...]] = {
-    "pair": ("predict", "score_all", "item_embeddings"),
-    "sequence": ("predict", "score_all", "score_next", "item_embeddings"),
+# What each model must export (app/artifacts.py): rating methods, the ranking score, and for mf and lstm the
+# inner-product form of that score (maximum-inner-product search needs it; warm-up checks it agrees).
+REQUIRED_METHODS: dict[ModelName, tuple[str, ...]] = {
+    "mf": ("predict", "score_all", "item_embeddings", "rank_all", "rank_item_vectors", "rank_user_vector"),
+    "dense": ("predict", "score_all", "item_embeddings", "rank_all"),
+    "lstm": (
+        "predict",
+        "score_all",
+        "score_next",
+        "item_embeddings",
+        "rank_all",
+        "rank_next",
+        "rank_item_vectors",
+        "rank_user_vector",
+        "rank_session_vector",
+    ),
 }
 # The LSTM's context when scoring the next item: the last SEQUENCE_LENGTH - 1 known items (score_next appends
 # the position being predicted).
@@ -75,7 +88,6 @@ class LoadedModel:
     entry: ModelEntry
     module: torch.jit.ScriptModule
     unit_embeddings: np.ndarray  # [n_items + 1, d] float32, rows L2-normalised, row 0 (padding) all zero
-    rank_bonus: np.ndarray  # [n_items + 1] float32: popularity_weight * popularity prior, added to stars
 
     @property
     def version(self) -> str:
@@ -172,9 +184,8 @@ class ModelRegistry:
     def _load(cls, directory: Path, manifest: Manifest, start: float) -> ModelRegistry:
         catalog = store.parse_catalog(directory, manifest)
         histories = store.parse_histories(directory, manifest)
-        prior = popularity_prior(histories["popularity"])
         models: dict[str, LoadedModel] = {
-            key: _load_model(directory, entry, manifest, prior) for key, entry in manifest.models.items()
+            key: _load_model(directory, entry, manifest) for key, entry in manifest.models.items()
         }
         seconds = time.perf_counter() - start
         log.info(
@@ -250,16 +261,7 @@ class ModelRegistry:
         return self.history_items[lo:hi], self.history_ratings[lo:hi]
 
 
-def popularity_prior(popularity: np.ndarray) -> np.ndarray:
-    """log1p(count) / log1p(max count), in [0, 1]; all zero for an empty history."""
-    top = float(np.log1p(popularity.max())) if len(popularity) else 0.0
-    if top == 0.0:
-        return np.zeros(len(popularity), dtype=np.float32)
-    prior: np.ndarray = (np.log1p(popularity) / top).astype(np.float32)
-    return prior
-
-
-def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: np.ndarray) -> LoadedModel:
+def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest) -> LoadedModel:
     path = directory / entry.file
     data = store.read_verified(directory, entry)
     kind = MODEL_KINDS[entry.name]
@@ -273,7 +275,7 @@ def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: n
         except Exception as e:  # torch raises RuntimeError and others for a corrupt archive
             raise RegistryError(f"{path}: torch.jit.load failed: {_first_line(e)}") from None
         module.eval()
-        missing = [m for m in REQUIRED_METHODS[kind] if not hasattr(module, m)]
+        missing = [m for m in REQUIRED_METHODS[entry.name] if not hasattr(module, m)]
         if missing:
             raise RegistryError(f"{path}: a {entry.name} module must export {', '.join(missing)}")
         store.check_module_meta(path, entry, meta[MODULE_META_FILE])
@@ -281,11 +283,11 @@ def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: n
         try:
             # Weights become constants and what depends only on them is computed once, here: e.g. the dense
             # net's item half of its first layer (its score_all drops from ~240 to ~150 us).
-            module = torch.jit.freeze(module, preserved_attrs=list(REQUIRED_METHODS[kind]))
+            module = torch.jit.freeze(module, preserved_attrs=list(REQUIRED_METHODS[entry.name]))
         except Exception as e:
             raise RegistryError(f"{path}: torch.jit.freeze failed: {_first_line(e)}") from None
     try:
-        embeddings = _warm_up(module, kind, manifest.dataset)
+        embeddings = _warm_up(module, entry.name, manifest.dataset)
     except Exception as e:
         raise RegistryError(f"{path}: warm-up call failed: {_first_line(e)}") from None
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -298,24 +300,32 @@ def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: n
         entry=entry,
         module=module,
         unit_embeddings=np.ascontiguousarray(unit, dtype=np.float32),
-        rank_bonus=(entry.popularity_weight * prior).astype(np.float32),
     )
 
 
-def _warm_up(module: torch.jit.ScriptModule, kind: ModelKind, dataset: DatasetInfo) -> np.ndarray:
+def _warm_up(module: torch.jit.ScriptModule, name: ModelName, dataset: DatasetInfo) -> np.ndarray:
     """Call every serving method with real shapes (first and last indices, so a model built for another
     catalog fails here), check what comes back (within the manifest's rating scale), and return the item
     embeddings."""
     n_users, n_items = dataset.n_users, dataset.n_items
     scale = (dataset.rating_min, dataset.rating_max)
     n_out = n_items + 1
+    users = torch.tensor([1, n_users], dtype=torch.int64)
     with torch.inference_mode():
         for _ in range(WARMUP_CALLS):
-            if kind == "pair":
-                users = torch.tensor([1, n_users, 1], dtype=torch.int64)
+            for user in (users[:1], users[1:]):
+                _check_scores("rank_all", module.rank_all(user), (n_out,))
+            if name != "dense":
+                vectors = module.rank_item_vectors()
+                _check_scores("rank_item_vectors", vectors, (n_out, vectors.shape[-1]))
+                for user in (users[:1], users[1:]):
+                    query = module.rank_user_vector(user)
+                    _check_inner_product("rank_user_vector", vectors, query, module.rank_all(user))
+            if MODEL_KINDS[name] == "pair":
+                pairs = torch.tensor([1, n_users, 1], dtype=torch.int64)
                 items = torch.tensor([1, n_items, n_items], dtype=torch.int64)
-                _check_stars("predict", module.predict(users, items), (3,), scale)
-                _check_stars("score_all", module.score_all(users[:1]), (n_out,), scale)
+                _check_stars("predict", module.predict(pairs, items), (3,), scale)
+                _check_stars("score_all", module.score_all(pairs[:1]), (n_out,), scale)
             else:
                 items = torch.zeros((1, SEQUENCE_LENGTH), dtype=torch.int64)
                 items[0, -3:] = torch.tensor([1, n_items, 1])
@@ -324,7 +334,9 @@ def _warm_up(module: torch.jit.ScriptModule, kind: ModelKind, dataset: DatasetIn
                 _check_stars("predict", module.predict(items, ratings), (1, SEQUENCE_LENGTH), scale)
                 context = (items[:, 1:], ratings[:, 1:])
                 _check_stars("score_next", module.score_next(*context), (n_out,), scale)
-                users = torch.tensor([1, n_users], dtype=torch.int64)
+                _check_scores("rank_next", module.rank_next(*context), (n_out,))
+                query = module.rank_session_vector(*context)
+                _check_inner_product("rank_session_vector", vectors, query, module.rank_next(*context))
                 _check_stars("score_all", module.score_all(users[:1]), (n_out,), scale)
                 _check_stars("score_all", module.score_all(users[1:]), (n_out,), scale)
         embeddings = module.item_embeddings().detach().to(torch.float32)
@@ -343,6 +355,20 @@ def _check_finite_tables(path: Path, module: torch.jit.ScriptModule) -> None:
     bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise RegistryError(f"{path}: {', '.join(bad)} contain NaN or infinity")
+
+
+def _check_scores(method: str, out: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(out.shape) != shape:
+        raise ValueError(f"{method}() returned shape {tuple(out.shape)}, expected {shape}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{method}() returned NaN or infinity")
+
+
+def _check_inner_product(method: str, vectors: torch.Tensor, query: torch.Tensor, scores: torch.Tensor) -> None:
+    """The contract of mf and lstm: the ranking score is item vectors @ query, so an ANN index may serve it."""
+    _check_scores(method, query, (vectors.shape[-1],))
+    if not torch.allclose(vectors @ query, scores, rtol=1e-4, atol=1e-4):
+        raise ValueError(f"rank_item_vectors() @ {method}() differs from the ranking score")
 
 
 def _check_stars(method: str, out: torch.Tensor, shape: tuple[int, ...], scale: tuple[float, float]) -> None:

@@ -133,29 +133,50 @@ class PredictRequest(_Request):
 
 
 class SequencePredictRequest(_Request):
-    __doc__ = f"A sequence of items, oldest first, and the known stars of the leading ones. {STRICT_NOTE}"
+    __doc__ = (
+        f"Either an anonymous sequence (`items`, optional `ratings`) or a known user (`user_id`, `item_ids`). "
+        f"{STRICT_NOTE}"
+    )
 
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
         protected_namespaces=(),
-        json_schema_extra={"examples": [{"items": [209, 32, 189], "ratings": [4, 5]}]},
+        json_schema_extra={
+            "examples": [{"items": [209, 32, 189], "ratings": [4, 5]}, {"user_id": 196, "item_ids": [242, 302]}]
+        },
     )
 
-    items: list[RawId] = Field(
+    items: list[RawId] | None = Field(
+        default=None,
         min_length=1,
         max_length=SEQUENCE_LENGTH,
-        description=f"1 to {SEQUENCE_LENGTH} raw item ids, oldest first",
+        description=f"Anonymous sequence: 1 to {SEQUENCE_LENGTH} raw item ids, oldest first",
     )
     ratings: list[Stars] | None = Field(
         default=None,
         max_length=SEQUENCE_LENGTH,
         description="Known stars of the leading items (at most one per item); later items are unrated",
     )
+    user_id: RawId | None = Field(
+        default=None, description="Known user: items are predicted after the user's whole training history"
+    )
+    item_ids: list[RawId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PAIR_ITEMS,
+        description=f"With user_id: 1 to {MAX_PAIR_ITEMS} raw item ids to predict",
+    )
 
     @model_validator(mode="after")
-    def _ratings_fit(self) -> SequencePredictRequest:
-        _check_ratings(self.items, self.ratings)
+    def _one_form(self) -> SequencePredictRequest:
+        if self.user_id is not None or self.item_ids is not None:
+            if self.user_id is None or self.item_ids is None or self.items is not None or self.ratings is not None:
+                raise ValueError("give either items (and ratings) or user_id and item_ids")
+        elif self.items is None:
+            raise ValueError("give either items (and ratings) or user_id and item_ids")
+        else:
+            _check_ratings(self.items, self.ratings)
         return self
 
 
@@ -185,7 +206,7 @@ class PredictResponse(_Schema):
     predictions: list[Prediction] = Field(description="One per requested item, in request order")
 
 
-class SequencePredictResponse(_Schema):
+class SequencePredictResponse(_Schema):  # user_id: set for the known-user form
     model_config = ConfigDict(
         protected_namespaces=(),
         json_schema_extra={
@@ -193,6 +214,7 @@ class SequencePredictResponse(_Schema):
                 {
                     "model": "lstm",
                     "model_version": "lstm-c46d44413be7",
+                    "user_id": None,
                     "predictions": [
                         {"item_id": 209, "rating": 3.61},
                         {"item_id": 32, "rating": 3.87},
@@ -205,6 +227,7 @@ class SequencePredictResponse(_Schema):
 
     model: str
     model_version: str
+    user_id: int | None = Field(default=None, description="The known user, for the user_id form")
     predictions: list[Prediction] = Field(
         description="One per given item, in order; the rating at position k uses items up to k and "
         "ratings before k only"
@@ -226,8 +249,8 @@ class RecommendedItem(_Schema):
     year: int | None
     genres: list[str]
     score: float = Field(
-        description="Ranking score, best first: predicted stars + popularity_weight * popularity prior "
-        "(personalized), or the number of training ratings (popular)"
+        description="Ranking score, best first: the model's ranking score (personalized and session; higher is "
+        "better, not in stars), or the number of training ratings (popular)"
     )
     rating: float | None = Field(description="Predicted stars; null for the popularity fallback")
     because: list[Because] | None = Field(
@@ -401,7 +424,7 @@ class ModelInfo(_Schema):
     torch_version: str
     hyperparameters: dict[str, Any]
     metrics: list[Metrics] = Field(description="Held-out error, each naming the split it was measured on")
-    popularity_weight: float
+    rank_weight: float = Field(description="Weight of the rating score inside the ranking score")
     n_parameters: int
     dataset: DatasetInfo = Field(
         description="The data this model was trained on (its split may differ from the store's)"

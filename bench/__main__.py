@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch intra-op threads here and OMP_NUM_THREADS for training subprocesses; 1 matches the "
         "server's default and avoids OpenMP spin-waiting on a shared, loaded box",
     )
-    p.add_argument("--cli-timeout", type=float, default=180.0, help="stop `python -m training` after this")
+    p.add_argument("--cli-timeout", type=float, default=300.0, help="stop `python -m training` after this")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: training,serving,scale")
     p.add_argument("--report-only", action="store_true", help="rewrite the docs from bench/out/results.json")
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="where benchmarks.md and img/ go")

@@ -24,7 +24,7 @@ PEER_TARGETS = {"GET /recommend/{u}?model=mf": 2.0}
 P99_TARGET_MS = 25.0
 SCALE_P99_TARGET_MS = 50.0
 TRAINING_RATIO_TARGET = 300.0
-TRAINING_WALL_TARGET_S = 60.0
+TRAINING_WALL_TARGET_S = 90.0  # all three models, rating and ranking objectives (issue 13; 60 s before the heads)
 
 
 def _duration(seconds: float) -> str:

@@ -168,7 +168,7 @@ def training_cli(data: Path, timeout: float) -> dict[str, Any]:
 ROUNDS = 5  # the machine's speed drifts: each round times both loops back to back; the ratio is the median
 
 
-def run(data: Path, *, single_steps: int = 2000, skip_cli: bool = False, cli_timeout: float = 180.0) -> dict[str, Any]:
+def run(data: Path, *, single_steps: int = 2000, skip_cli: bool = False, cli_timeout: float = 300.0) -> dict[str, Any]:
     ml = load_movielens(data)
     train, _test = ml.split("u1")
     fit_part, val_part = validation_parts(train, 0)

@@ -22,12 +22,13 @@ from training.evaluate import user_tastes
 from training.export import TrainedModel, export_store
 from training.models import SEQUENCE_LENGTH
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
+from training.rank_heads import lstm_queries
 
 N_USERS, N_ITEMS = 20, 50
 USER_IDS = np.arange(101, 101 + N_USERS, dtype=np.int64)
 ITEM_IDS = np.arange(1001, 1001 + N_ITEMS, dtype=np.int64)
 GENRES = ["unknown", "Action", "Comedy", "Drama", "Sci-Fi"]
-POPULARITY_WEIGHT = {"mf": 0.5, "dense": 0.0, "lstm": 0.25}
+RANK_WEIGHT = {"mf": 0.5, "dense": 0.0, "lstm": 0.25}  # weight of the rating score in the ranking score
 SYNTHETIC_RMSE = {"mf": 0.91, "dense": 0.92, "lstm": 0.94}
 
 
@@ -101,7 +102,7 @@ def synthetic_networks(seed: int = 0) -> dict[str, nn.Module]:
     """Randomly initialised networks with weights spread enough that every (user, item) scores differently."""
     torch.manual_seed(seed)
     networks: dict[str, nn.Module] = {
-        "mf": MatrixFactorization(N_USERS, N_ITEMS, dim=8),
+        "mf": MatrixFactorization(N_USERS, N_ITEMS, dim=8, rank_dim=4),
         "dense": DenseNet(N_USERS, N_ITEMS, dim=8, hidden=[16, 8], dropout=0.1),
         "lstm": SequenceLSTM(N_USERS, N_ITEMS, dim=8, hidden=16),
     }
@@ -114,6 +115,12 @@ def synthetic_networks(seed: int = 0) -> dict[str, nn.Module]:
         for name in ("mf", "lstm"):
             networks[name].global_bias.fill_(0.5)  # type: ignore[operator]
         networks["dense"].rest[-1].bias.fill_(0.5)  # type: ignore[index,union-attr]
+        # Ranking heads as training leaves them: random tables (the LSTM's user queries are computed from its
+        # history in write_synthetic_store), and a weight of the rating score per model.
+        for name, network in networks.items():
+            for buffer in ("rank_users", "rank_items", "rank_item_bias"):
+                getattr(network, buffer).normal_(0.0, 0.5)
+            network.rank_weight.fill_(RANK_WEIGHT[name])  # type: ignore[operator]
     return networks
 
 
@@ -121,8 +128,9 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
     data, train = synthetic_data()
     networks = synthetic_networks()
     lstm = networks["lstm"]
-    with torch.no_grad():  # as training does: each user's taste after their whole history
+    with torch.no_grad():  # as training does: each user's taste and ranking query after their whole history
         lstm.user_taste.copy_(user_tastes(lstm, train, SEQUENCE_LENGTH))  # type: ignore[operator]
+        lstm.rank_users = lstm_queries(lstm, train, SEQUENCE_LENGTH)  # type: ignore[arg-type]
     models = [
         TrainedModel(
             name=name,
@@ -140,7 +148,7 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
             ],
             training_seconds=0.1,
             epochs=1,
-            popularity_weight=POPULARITY_WEIGHT[name],  # per-model ranking blends, as training records them
+            rank_weight=RANK_WEIGHT[name],
         )
         for name, network in networks.items()
     ]

@@ -130,8 +130,9 @@ def table(outcomes: list[Outcome], seconds: float) -> str:
     for o in outcomes:
         m = o.test
         tut = TUTORIAL_RMSE_SCALED[o.model.name]
-        # Ranking: the model's NDCG@10 with its popularity blend w, beside plain popularity on the same users.
-        ranking = f"{'-':>8} {'-':>8} {o.model.popularity_weight:>5g}"
+        # Ranking: NDCG@10 of the model's ranking score (w: weight of its rating score in it), beside plain
+        # popularity on the same users.
+        ranking = f"{'-':>8} {'-':>8} {o.model.rank_weight:>5g}"
         if m is None:
             rows.append(
                 f"{o.model.name:<6} {'-':>7} {'-':>7} {'-':>10} {tut:>9.2f} {o.fit.epochs:>7}"
@@ -139,8 +140,8 @@ def table(outcomes: list[Outcome], seconds: float) -> str:
             )
         else:
             if m.ranking:
-                ndcg, pop, w = (m.ranking[k] for k in ("ndcg@10", "popularity_ndcg@10", "popularity_weight"))
-                ranking = f"{ndcg:>8.4f} {pop:>8.4f} {w:>5g}"
+                ndcg, pop = (m.ranking[k] for k in ("ndcg@10", "popularity_ndcg@10"))
+                ranking = f"{ndcg:>8.4f} {pop:>8.4f} {o.model.rank_weight:>5g}"
             rows.append(
                 f"{o.model.name:<6} {m.rmse:>7.4f} {m.mae:>7.4f} {m.rmse_scaled:>10.4f} {tut:>9.2f} "
                 f"{o.fit.epochs:>7} {o.fit.seconds:>8.1f} {ranking}  {m.split}"

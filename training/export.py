@@ -76,7 +76,7 @@ class TrainedModel:
     metrics: list[Metrics]
     training_seconds: float
     epochs: int
-    popularity_weight: float = 0.0  # ranking blend chosen on validation data (see training.ranking)
+    rank_weight: float = 0.0  # weight of the rating score in the ranking score (see training.rank_heads)
 
 
 @contextmanager
@@ -213,7 +213,7 @@ def export_store(
                 hyperparameters=m.hyperparameters,
                 metrics=m.metrics,
                 n_parameters=sum(p.numel() for p in m.network.parameters()),
-                popularity_weight=m.popularity_weight,
+                rank_weight=m.rank_weight,
                 dataset=dataset,
             )
         entries = {name: entries[name] for name in MODEL_NAMES if name in entries}

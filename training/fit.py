@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,7 @@ class FitResult:
     seconds: float
     train_loss: list[float] = field(default_factory=list)  # mean minibatch loss per epoch
     val_rmse: list[float] = field(default_factory=list)  # validation RMSE in stars per epoch
+    ranking: Any = None  # the ranking head's `training.rank_heads.RankResult`, once `train_one` fitted it
 
 
 class Optimizers:

@@ -38,6 +38,7 @@ class MatrixFactorization(nn.Module):
         n_items: int,
         dim: int,
         global_mean: float = 0.5,
+        rank_dim: int = 0,
         *,
         rating_min: float = 1.0,
         rating_max: float = 5.0,
@@ -55,6 +56,13 @@ class MatrixFactorization(nn.Module):
             init_normal(emb, std=0.01)
         for emb in (self.user_bias, self.item_bias):
             nn.init.zeros_(emb.weight)
+        # The ranking head (`training.rank_heads`): item vectors and biases of a softmax over the catalog, and each
+        # user's vector folded from their history. Empty until trained, when ranking is by the rating score alone.
+        self.register_buffer("rank_users", torch.zeros(n_users + 1, rank_dim))
+        self.register_buffer("rank_items", torch.zeros(n_items + 1, rank_dim))
+        self.register_buffer("rank_item_bias", torch.zeros(n_items + 1, 1))
+        # Weight of the [0,1]-scale rating score in the ranking score: "will they watch it" + w * "will they like it".
+        self.register_buffer("rank_weight", torch.ones(()))
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         dot = (self.user_factors(users) * self.item_factors(items)).sum(-1)
@@ -73,6 +81,24 @@ class MatrixFactorization(nn.Module):
     @torch.jit.export
     def item_embeddings(self) -> Tensor:
         return self.item_factors.weight
+
+    @torch.jit.export
+    def rank_item_vectors(self) -> Tensor:
+        """``[n_items + 1, r + d + 1]``: ranking head, rating factors times the weight, and the combined bias."""
+        w = self.rank_weight
+        bias = self.rank_item_bias + w * self.item_bias.weight
+        return torch.cat([self.rank_items, w * self.item_factors.weight, bias], dim=1)
+
+    @torch.jit.export
+    def rank_user_vector(self, user: Tensor) -> Tensor:
+        """``[r + d + 1]``, the query of `rank_item_vectors` (constant 1 last, for the item biases). User-only terms
+        of the rating score are left out: they shift every item alike."""
+        one = torch.ones(1, dtype=self.rank_users.dtype)
+        return torch.cat([self.rank_users[user].squeeze(0), self.user_factors(user).squeeze(0), one])
+
+    @torch.jit.export
+    def rank_all(self, user: Tensor) -> Tensor:
+        return self.rank_item_vectors() @ self.rank_user_vector(user)
 
 
 class FeaturedMF(nn.Module):
@@ -151,6 +177,8 @@ class DenseNet(nn.Module):
         hidden: list[int],
         dropout: float,
         global_mean: float = 0.5,
+        rank_dim: int = 8,
+        rank_hidden: int = 8,
         *,
         rating_min: float = 1.0,
         rating_max: float = 5.0,
@@ -176,6 +204,17 @@ class DenseNet(nn.Module):
         self.rest = nn.Sequential(*layers)
         self.input_dropout = nn.Dropout(dropout)
         nn.init.constant_(layers[-1].bias, global_mean)  # type: ignore[arg-type]
+        # The ranking head (NeuMF-style, `training.rank_heads`): a softmax over the catalog whose logit is the dot
+        # product of a user and an item vector plus a ReLU layer over both, and the item bias. The user vectors
+        # are folded from each user's history. Zero until trained, when ranking is by the rating score alone.
+        self.register_buffer("rank_users", torch.zeros(n_users + 1, rank_dim))
+        self.register_buffer("rank_items", torch.zeros(n_items + 1, rank_dim))
+        self.register_buffer("rank_item_bias", torch.zeros(n_items + 1))
+        self.register_buffer("rank_weight", torch.ones(()))
+        self.rank_user_layer = nn.Linear(rank_dim, rank_hidden)
+        self.rank_item_layer = nn.Linear(rank_dim, rank_hidden, bias=False)
+        self.rank_out = nn.Linear(rank_hidden, 1, bias=False)
+        nn.init.zeros_(self.rank_out.weight)
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         x = torch.cat([self.user_emb(users), self.item_emb(items)], dim=-1)
@@ -188,17 +227,34 @@ class DenseNet(nn.Module):
 
     @torch.jit.export
     def score_all(self, user: Tensor) -> Tensor:
+        return to_stars(self._scaled_all(user), self.rating_min, self.rating_max)
+
+    @torch.jit.export
+    def item_embeddings(self) -> Tensor:
+        return self.item_emb.weight
+
+    def rank_logits(self, users: Tensor, items: Tensor) -> Tensor:
+        """Ranking-head logits ``[B, n]`` of user vectors ``[B, r]`` for item vectors ``[n, r]``."""
+        hidden = self.rank_user_layer(users).unsqueeze(1) + self.rank_item_layer(items).unsqueeze(0)
+        return users @ items.t() + self.rank_out(torch.relu(hidden)).squeeze(-1)
+
+    @torch.jit.export
+    def rank_all(self, user: Tensor) -> Tensor:
+        u = self.rank_users[user]  # [1, r]
+        logits = self.rank_logits(u, self.rank_items).squeeze(0) + self.rank_item_bias
+        # The rating score on the [0,1] scale, unclamped: "will they watch it" + w * "will they like it".
+        stars = to_stars(self._scaled_all(user), self.rating_min, self.rating_max)
+        rating = (stars - self.rating_min) / (self.rating_max - self.rating_min)
+        return logits + self.rank_weight * rating
+
+    def _scaled_all(self, user: Tensor) -> Tensor:
         # The first layer on a concatenation is a sum of a user half and an item half: compute the user half
         # once instead of repeating the user's embedding for every item.
         w = self.first.weight
         user_half = self.user_emb(user) @ w[:, : self.dim].t() + self.first.bias  # [1, h]
         item_half = self.item_emb.weight @ w[:, self.dim :].t()  # [n_items + 1, h]
         out = self.rest(item_half + user_half).squeeze(-1) + self.item_bias.weight.squeeze(-1)
-        return to_stars(out + self.user_bias(user).squeeze(), self.rating_min, self.rating_max)
-
-    @torch.jit.export
-    def item_embeddings(self) -> Tensor:
-        return self.item_emb.weight
+        return out + self.user_bias(user).squeeze()
 
 
 class SequenceLSTM(nn.Module):
@@ -225,6 +281,7 @@ class SequenceLSTM(nn.Module):
         hidden: int,
         dropout: float = 0.0,
         global_mean: float = 0.5,
+        rank_dim: int = 8,
         *,
         rating_min: float = 1.0,
         rating_max: float = 5.0,
@@ -249,6 +306,18 @@ class SequenceLSTM(nn.Module):
             init_normal(emb, std=0.05)
         for emb in (self.item_bias, self.item_rated, self.item_seen):
             nn.init.zeros_(emb.weight)
+        # The ranking head (`training.rank_heads`): a softmax over the catalog from a query made of the taste
+        # (through `rank_taste`) and the sum of the context's `rank_in` vectors, as an item-based user vector.
+        # Zero until trained, when ranking is by the rating score alone.
+        self.rank_in = nn.Embedding(n_items + 1, rank_dim, padding_idx=0)
+        self.rank_taste = nn.Linear(dim + 1, rank_dim, bias=False)
+        nn.init.zeros_(self.rank_in.weight)
+        nn.init.zeros_(self.rank_taste.weight)
+        self.register_buffer("rank_items", torch.zeros(n_items + 1, rank_dim))
+        self.register_buffer("rank_item_bias", torch.zeros(n_items + 1, 1))
+        self.register_buffer("rank_weight", torch.ones(()))
+        # Query after each user's whole training history (`rank_query` of `user_taste`), filled in before export.
+        self.register_buffer("rank_users", torch.zeros(n_users + 1, rank_dim + dim + 1))
 
     def run(
         self, items: Tensor, ratings: Tensor, state: tuple[Tensor, Tensor, Tensor] | None = None
@@ -310,3 +379,35 @@ class SequenceLSTM(nn.Module):
     @torch.jit.export
     def item_embeddings(self) -> Tensor:
         return self.item_out.weight
+
+    def rank_query(self, taste: Tensor, seen_sum: Tensor, n_seen: Tensor) -> Tensor:
+        """Queries ``[B, r + d + 1]`` of `rank_item_vectors` from tastes ``[B, d + 1]``, the sums of the context's
+        `rank_in` vectors ``[B, r]`` and the context lengths ``[B, 1]``."""
+        ranked = self.rank_taste(taste) + seen_sum / n_seen.clamp(min=1.0).sqrt()
+        return torch.cat([ranked, taste[:, :-1], torch.ones_like(n_seen)], dim=1)
+
+    @torch.jit.export
+    def rank_item_vectors(self) -> Tensor:
+        """``[n_items + 1, r + d + 1]``: ranking head, rating vectors times the weight, and the combined bias."""
+        w = self.rank_weight
+        bias = self.rank_item_bias + w * self.item_bias.weight
+        return torch.cat([self.rank_items, w * self.item_out.weight, bias], dim=1)
+
+    @torch.jit.export
+    def rank_user_vector(self, user: Tensor) -> Tensor:
+        return self.rank_users[user].squeeze(0)
+
+    @torch.jit.export
+    def rank_session_vector(self, items: Tensor, ratings: Tensor) -> Tensor:
+        taste, _ = self.run(items, ratings)
+        seen = (items > 0).to(torch.float32)
+        seen_sum = (self.rank_in(items) * seen.unsqueeze(-1)).sum(1)
+        return self.rank_query(taste[:, -1], seen_sum, seen.sum(1, keepdim=True)).squeeze(0)
+
+    @torch.jit.export
+    def rank_all(self, user: Tensor) -> Tensor:
+        return self.rank_item_vectors() @ self.rank_user_vector(user)
+
+    @torch.jit.export
+    def rank_next(self, items: Tensor, ratings: Tensor) -> Tensor:
+        return self.rank_item_vectors() @ self.rank_session_vector(items, ratings)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from app.artifacts import DEFAULT_KEEP_VERSIONS, Metrics
 from training.data import Interactions, MovieLens, validation_split
-from training.evaluate import error_metrics, predict_pairs, predict_sequences, user_tastes
+from training.evaluate import error_metrics, predict_pairs, predict_sequences
 from training.export import TrainedModel, check_export, export_store
 from training.fit import FitResult
 from training.models import (
@@ -27,8 +28,8 @@ from training.models import (
     train_lstm,
     train_mf,
 )
-from training.networks import SequenceLSTM
-from training.ranking import blended_ranking, model_scorer
+from training.rank_heads import RANK_CONFIGS, RankConfig, rank_hyperparameters, train_head
+from training.ranking import RankingTask, rank_scorer
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +67,46 @@ def validation_parts(train: Interactions, seed: int) -> tuple[Interactions, Inte
 
 
 def train_one(name: str, train: Interactions, seed: int, max_epochs: int | None) -> tuple[nn.Module, FitResult]:
-    """Fit one model on `train`, early-stopping on a validation split carved from it."""
+    """Fit one model on `train` -- its rating objective, then its ranking head -- early-stopping both on a
+    validation split carved from it. ``FitResult.seconds`` counts both; ``FitResult.ranking`` is the head's."""
     _, trainer = TRAINERS[name]
     fit_data, val = validation_parts(train, seed)
     generator = torch.Generator().manual_seed(seed)
     # max_epochs also caps the MF that dense and lstm pretrain from (it ran its full 100 epochs under --epochs 1).
     network, result = trainer(fit_data, val, config_for(name, max_epochs), generator, max_epochs)
-    if isinstance(network, SequenceLSTM):
-        # Serve each user's taste after their whole split, validation ratings included (histories.npz has them).
-        with torch.inference_mode():
-            network.user_taste.copy_(user_tastes(network, train, SEQUENCE_LENGTH))
+    ranked, refold = train_head(name, network, fit_data, val, rank_config_for(name, max_epochs), generator)
+    # Serve each user's vectors after their whole split, validation ratings included (histories.npz has them).
+    refold(train)
+    result.seconds += ranked.seconds
+    result.ranking = ranked
     return network, result
 
 
 def config_for(name: str, max_epochs: int | None) -> Config:
-    """The hyperparameters `train_one` uses, as recorded in the manifest."""
+    """The hyperparameters `train_one` uses for the rating objective, as recorded in the manifest."""
     config = TRAINERS[name][0]()
     return replace(config, max_epochs=max_epochs) if max_epochs else config
 
 
-def rank(
-    name: str, network: nn.Module, train: Interactions, test: Interactions, seed: int
-) -> tuple[float, dict[str, float]]:
-    """The popularity weight chosen on `train_one`'s validation split, and test ranking metrics with it."""
-    fit_data, val = validation_parts(train, seed)
-    result = blended_ranking(model_scorer(name, network), fit=fit_data, validation=val, train=train, test=test)
-    return result.weight, result.as_metrics()
+def rank_config_for(name: str, max_epochs: int | None) -> RankConfig:
+    """The ranking head's hyperparameters `train_one` uses."""
+    config = RANK_CONFIGS[name]
+    return replace(config, max_epochs=max_epochs) if max_epochs else config
+
+
+def all_hyperparameters(name: str, max_epochs: int | None) -> dict[str, Any]:
+    return hyperparameters(config_for(name, max_epochs)) | rank_hyperparameters(rank_config_for(name, max_epochs))
+
+
+def rank(network: nn.Module, train: Interactions, test: Interactions) -> dict[str, float]:
+    """Test ranking metrics of the served score (`rank_all` after the whole training split) beside popularity
+    on the same users; empty when no test user has a relevant item."""
+    task = RankingTask.build(train, test)
+    if len(task.users) == 0:
+        return {}
+    out = task.evaluate(rank_scorer(network)(train, task.users), 0.0)
+    out.update({f"popularity_{k}": v for k, v in task.evaluate_popularity().items()})
+    return out
 
 
 def run(
@@ -122,7 +137,7 @@ def run(
     outcomes = []
     for name in models:
         network, result = train_one(name, train, seed, max_epochs)
-        weight, ranking = rank(name, network, train, test, seed)
+        ranking = rank(network, train, test)
         metrics: Metrics | None = None
         if len(test):
             metrics = evaluate(name, network, train, test, f"{split}.base->{split}.test")
@@ -130,18 +145,19 @@ def run(
             e_train, e_test = data.split(eval_split, split_seed)
             e_net, _ = train_one(name, e_train, seed, max_epochs)
             metrics = evaluate(name, e_net, e_train, e_test, f"{eval_split}.base->{eval_split}.test")
-            # The same recipe's ranking on the evaluation split, with the weight it chooses there.
-            _, ranking = rank(name, e_net, e_train, e_test, seed)
+            # The same recipe's ranking on the evaluation split.
+            ranking = rank(e_net, e_train, e_test)
         if metrics is not None:
             metrics = metrics.model_copy(update={"ranking": ranking})
         model = TrainedModel(
             name=name,
             network=network,
-            hyperparameters=hyperparameters(config_for(name, max_epochs)),
+            hyperparameters=all_hyperparameters(name, max_epochs)
+            | ({"rank_popularity_weight": result.ranking.popularity_weight} if result.ranking else {}),
             metrics=[metrics] if metrics else [],
             training_seconds=result.seconds,
             epochs=result.epochs,
-            popularity_weight=weight,
+            rank_weight=result.ranking.weight if result.ranking else 0.0,
         )
         outcomes.append(Outcome(model, result, metrics))
     if out is not None:

@@ -1,22 +1,19 @@
-"""Top-k ranking quality, and the popularity blend the service ranks with, chosen on validation data.
+"""Top-k ranking quality: the protocol every ranker (our models, the peers) is measured with.
 
 Protocol (one `RankingTask` per held-out set): a held-out item rated >= 4 stars is relevant; every user with
 at least one relevant item ranks every item they did *not* rate in the history (the training data the scorer
-was fitted on); Precision, Recall, NDCG and HitRate at 10 are averaged over those users. Relevance is binary.
+was fitted on); Precision, Recall, NDCG (binary gains, ideal DCG over min(#relevant, k)) and HitRate at 10 are
+averaged over those users, beside catalog coverage and the mean training count of the items shown.
 
-Rating-trained models rank obscure items they are confident about above the items people actually watch, so
-they usually lose to plain popularity on NDCG@10. The service therefore ranks by
-``stars + w * log1p(count) / log1p(max count)`` (see `app/artifacts.py`): a candidate blend with a popularity
-prior. `blended_ranking` picks ``w`` from `WEIGHT_GRID` to maximise NDCG@10 on a validation split carved from
-the training data, and only then measures the test split with that ``w``.
+Our models rank by their ranking score (`rank_all`, `rank_next`: see `app/artifacts.py` and
+`training.rank_heads`); schema 1's blend of predicted stars with a popularity prior is gone.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,23 +21,18 @@ from torch import nn
 
 from training.baselines import item_popularity
 from training.data import Interactions
-from training.evaluate import user_tastes
 from training.models import SEQUENCE_LENGTH
 
 log = logging.getLogger(__name__)
 
 K = 10
 RELEVANT_STARS = 4.0  # ML-100K convention: 4 and 5 stars are "liked"
-# Stars span 4 units and the popularity term 1, so at w = 4 popularity can move an item across the whole star
-# range. One star is worth a factor of (1 + max count) ** (1 / w) in rating count: about 1.1 at w = 64 on
-# ML-100K, nearly popularity ranking with the model re-ordering near-equals, which is where the grid stops.
 # Users a ranking evaluation scores at most (dense per evaluation: users x items scores and masks). Large
 # enough that all 943 ML-100K users are kept (the protocol is exact there); a seeded sample on larger sets.
 MAX_USERS = 2_000
-WEIGHT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
 
-# (history, users) -> stars [len(users), num_items + 1], column 0 being padding. `history` is what the scorer
-# may know about the users: the training data its model was fitted on.
+# (history, users) -> scores [len(users), num_items + 1], column 0 being padding, higher is better. `history` is
+# what the scorer may know about the users: the training data its model was fitted on.
 Scorer = Callable[[Interactions, np.ndarray], np.ndarray]
 
 
@@ -152,10 +144,17 @@ class RankingTask:
         )
 
     def evaluate(self, stars: np.ndarray, weight: float, k: int = K) -> dict[str, float]:
-        """Mean metrics of ranking by ``stars + weight * popularity`` (`stars` as returned by a `Scorer`)."""
+        """Mean metrics of ranking by ``stars + weight * popularity`` (`stars` as returned by a `Scorer`), plus
+        ``coverage@k`` (share of the catalog in anyone's top k) and ``mean_count@k`` (mean training rating count
+        of the items recommended)."""
         blended = stars.astype(np.float64) + weight * self.popularity[None, :]
-        per_user = per_user_metrics(top_k(blended, self.exclude, k), self.relevant, k)
-        return {name: float(v.mean()) for name, v in per_user.items()}
+        top = top_k(blended, self.exclude, k)
+        per_user = per_user_metrics(top, self.relevant, k)
+        out = {name: float(v.mean()) for name, v in per_user.items()}
+        counts = item_popularity(self.history)
+        out[f"coverage@{k}"] = len(np.unique(top)) / max(self.history.num_items, 1)
+        out[f"mean_count@{k}"] = float(counts[top].mean()) if top.size else 0.0
+        return out
 
     def evaluate_popularity(self, k: int = K) -> dict[str, float]:
         """The popularity baseline: rank by training count alone."""
@@ -174,52 +173,24 @@ def latest_contexts(history: Interactions, users: np.ndarray, length: int) -> tu
     return items.astype(np.int64), ratings.astype(np.float32)
 
 
-def model_scorer(name: str, network: nn.Module) -> Scorer:
-    """Score every item for each known user the way the service does.
-
-    mf and dense: ``score_all(tensor([u]))``. lstm: ``score_next`` over the user's whole history in the
-    `history` given, left-padded to a multiple of ``SEQUENCE_LENGTH`` as in training. That is the state its
-    ``score_all(u)`` serves (the contract: the taste after the user's whole training history), computed from
-    `history` so that choosing a weight on validation never uses a taste that has seen the validation ratings.
-    """
-    if name == "lstm":
-        return _history_scorer(network)
+def rank_scorer(network: nn.Module) -> Scorer:
+    """The served ranking score of known users: ``rank_all(tensor([u]))``, from the user vectors the network
+    holds (folded from its whole training split; `history` only sizes the output)."""
 
     def score(history: Interactions, users: np.ndarray) -> np.ndarray:
         network.eval()
         out = np.empty((len(users), history.num_items + 1), dtype=np.float32)
         with torch.inference_mode():
             for row, user in enumerate(users.tolist()):
-                out[row] = network.score_all(torch.tensor([user])).numpy()  # type: ignore[operator]
+                out[row] = network.rank_all(torch.tensor([user])).numpy()  # type: ignore[operator]
         return out
 
     return score
 
 
-def _history_scorer(network: nn.Module) -> Scorer:
-    def score(history: Interactions, users: np.ndarray) -> np.ndarray:
-        network.eval()
-        out = np.empty((len(users), history.num_items + 1), dtype=np.float32)
-        if hasattr(network, "user_taste"):
-            # Fast path, same scores: every user's taste in one batched pass, then the served score_all.
-            clone = copy.deepcopy(network)
-            with torch.inference_mode():
-                clone.user_taste.copy_(user_tastes(clone, history, SEQUENCE_LENGTH))  # type: ignore[operator]
-            return model_scorer("mf", clone)(history, users)
-        histories = history.to_histories(SEQUENCE_LENGTH)
-        with torch.inference_mode():
-            for row, user in enumerate(users.tolist()):
-                # One user at a time, padded as in training; a user without history: one empty window.
-                items, ratings, _ = histories.padded(np.array([user]), min_width=SEQUENCE_LENGTH)
-                out[row] = network.score_next(torch.from_numpy(items), torch.from_numpy(ratings)).numpy()  # type: ignore[operator]
-        return out
-
-    return score
-
-
-def session_scorer(network: nn.Module) -> Scorer:
-    """The LSTM's ``score_next`` after the user's latest ``SEQUENCE_LENGTH - 1`` history ratings, left-padded:
-    a known user treated as an anonymous session of their last ratings."""
+def rank_session_scorer(network: nn.Module) -> Scorer:
+    """The LSTM's ``rank_next`` after each user's latest ``SEQUENCE_LENGTH - 1`` history ratings, as
+    `POST /recommend` ranks a session of them."""
 
     def score(history: Interactions, users: np.ndarray) -> np.ndarray:
         network.eval()
@@ -228,105 +199,7 @@ def session_scorer(network: nn.Module) -> Scorer:
         it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
         with torch.inference_mode():
             for row in range(len(users)):
-                out[row] = network.score_next(it[row : row + 1], rt[row : row + 1]).numpy()  # type: ignore[operator]
+                out[row] = network.rank_next(it[row : row + 1], rt[row : row + 1]).numpy()  # type: ignore[operator]
         return out
 
     return score
-
-
-def choose_popularity_weight(
-    scorer: Scorer,
-    fit: Interactions,
-    validation: Interactions,
-    grid: tuple[float, ...] = WEIGHT_GRID,
-    k: int = K,
-) -> tuple[float, dict[float, float]]:
-    """The grid weight with the best validation NDCG@k (the smallest on ties), and NDCG@k of every weight.
-
-    Parameters
-    ----------
-    scorer : scores users from `fit`, the data its model was trained on
-    fit, validation : a split of the training data; the model must not have been fitted on `validation`
-
-    Returns
-    -------
-    ``(weight, {grid weight: validation NDCG@k})``; weight 0 (rank by stars alone) and an empty curve when no
-    validation user has a relevant item, as on toy data sets.
-    """
-    task = RankingTask.build(fit, validation)
-    if len(task.users) == 0:
-        log.warning("no validation user has a relevant item; popularity weight left at 0")
-        return 0.0, {}
-    stars = scorer(fit, task.users)
-    curve = {w: task.evaluate(stars, w, k)[f"ndcg@{k}"] for w in grid}
-    best = max(curve.values())
-    return min(w for w, v in curve.items() if v == best), curve
-
-
-@dataclass(frozen=True)
-class BlendedRanking:
-    weight: float  # chosen on validation
-    validation_ndcg: dict[float, float]  # validation NDCG@k of each grid weight
-    test: dict[str, float]  # test metrics at `weight` (empty when no test user has a relevant item)
-    unblended: dict[str, float]  # test metrics at weight 0, reported beside, never used for a choice
-    popularity: dict[str, float]  # the popularity baseline on the same test users
-    # Test NDCG@k of every grid weight, measured after the choice and only on request, for reports.
-    test_ndcg: dict[float, float] = field(default_factory=dict)
-
-    def as_metrics(self) -> dict[str, float]:
-        """The flat dict recorded in `Metrics.ranking`."""
-        if not self.test:
-            return {}
-        out = dict(self.test)
-        out.update({f"popularity_{name}": v for name, v in self.popularity.items()})
-        out.update({f"unblended_{name}": v for name, v in self.unblended.items()})
-        out["popularity_weight"] = self.weight
-        return out
-
-
-def blended_ranking(
-    scorer: Scorer,
-    *,
-    fit: Interactions,
-    validation: Interactions,
-    train: Interactions,
-    test: Interactions,
-    grid: tuple[float, ...] = WEIGHT_GRID,
-    k: int = K,
-    test_curve: bool = False,
-) -> BlendedRanking:
-    """Choose the popularity weight on validation, then measure the test split with it.
-
-    Parameters
-    ----------
-    scorer : scores users from a history; called with `fit` for validation and `train` for test
-    fit, validation : the split of `train` the model was fitted / early-stopped on
-    train : the whole training split: excluded from test candidates and the source of test popularity
-    test : held-out ratings, or empty (then only the weight is chosen)
-    test_curve : also measure test NDCG@k at every grid weight, after the choice (for reports)
-
-    Raises
-    ------
-    ValueError
-        `validation` is not part of `train`, or shares a (user, item) pair with `test`.
-    """
-    if len(fit) + len(validation) != len(train) or _overlaps(validation, test):
-        raise ValueError("blended_ranking: validation must be carved from train and disjoint from test")
-    weight, curve = choose_popularity_weight(scorer, fit, validation, grid, k)
-    task = RankingTask.build(train, test)
-    if len(task.users) == 0:
-        return BlendedRanking(weight, curve, {}, {}, {})
-    stars = scorer(train, task.users)
-    return BlendedRanking(
-        weight,
-        curve,
-        task.evaluate(stars, weight, k),
-        task.evaluate(stars, 0.0, k),
-        task.evaluate_popularity(k),
-        {w: task.evaluate(stars, w, k)[f"ndcg@{k}"] for w in grid} if test_curve else {},
-    )
-
-
-def _overlaps(a: Interactions, b: Interactions) -> bool:
-    width = np.int64(max(a.num_items, b.num_items) + 1)
-    return bool(np.isin(a.user_ids * width + a.item_ids, b.user_ids * width + b.item_ids).any())

@@ -50,6 +50,19 @@ def predict_sequence(*, registry: ModelRegistry, items: list[int], ratings: list
     )
 
 
+def predict_user_sequence(*, registry: ModelRegistry, user_id: int, item_ids: list[int]) -> SequencePredictResponse:
+    """Predicted stars of `user_id` for each of `item_ids` by the LSTM, after the user's whole training history
+    (the state `/recommend/{user}?model=lstm` ranks from)."""
+    loaded = registry.model("lstm", kind="sequence")
+    user = registry.user_index(user_id)
+    items = registry.item_indices(item_ids)
+    with torch.inference_mode():
+        stars = loaded.module.score_all(torch.tensor([user], dtype=torch.int64))[torch.from_numpy(items)]
+    return SequencePredictResponse(
+        model=loaded.name, model_version=loaded.version, user_id=user_id, predictions=_predictions(item_ids, stars)
+    )
+
+
 def left_pad(items: np.ndarray, ratings: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     """The last `length` items and their ratings, left-padded with 0; ``ratings`` may be shorter than
     ``items`` (the known ratings of the leading items): the rest are 0, unknown."""

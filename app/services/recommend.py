@@ -1,11 +1,11 @@
 """Top-k recommendations for a known user, a cold-start user (popular items) or an anonymous session.
 
-One model call scores every item (``score_all`` or ``score_next``); everything after it is vectorised numpy:
-a boolean candidate mask (filters, seen items, padding), one top-k + sort for the page, and one matrix
-product for the explanations of the k items returned.
+Two model calls score every item: the ranking score (``rank_all`` or ``rank_next``, which orders the list) and
+the predicted stars (``score_all`` or ``score_next``, returned as each item's ``rating``); everything after them is
+vectorised numpy: a boolean candidate mask (filters, seen items, padding), one top-k + sort for the page, and one
+matrix product for the explanations of the k items returned.
 
-Ranking: ``score = stars + popularity_weight * log1p(count) / log1p(max count)`` with the weight from the
-model's manifest entry (0 ranks by predicted stars alone); ties go to the lower item index, so paging with
+Ranking: by the model's ranking score (see `app/artifacts.py`); ties go to the lower item index, so paging with
 `offset` neither repeats nor skips an item.
 """
 
@@ -57,12 +57,15 @@ def recommend_for_user(
     user = registry.user_index(user_id)
     seen, seen_ratings = registry.history(user)
     with torch.inference_mode():
-        # Every model scores a known user in one call; the LSTM from the state after the user's whole history.
-        stars = loaded.module.score_all(torch.tensor([user], dtype=torch.int64))
+        # Every model scores a known user in one call each; the LSTM from the state after the whole history.
+        index = torch.tensor([user], dtype=torch.int64)
+        scores, stars = loaded.module.rank_all(index), loaded.module.score_all(index)
     if exclude_seen:
         mask[seen] = False
     liked = seen[seen_ratings >= LIKED_STARS] if explain else None
-    return _ranked(registry, loaded, stars.numpy(), mask, filters, liked, user_id=user_id, strategy="personalized")
+    return _ranked(
+        registry, loaded, scores.numpy(), stars.numpy(), mask, filters, liked, user_id=user_id, strategy="personalized"
+    )
 
 
 def recommend_for_session(
@@ -81,11 +84,15 @@ def recommend_for_session(
     mask = candidate_mask(registry, filters)
     full_ratings = np.zeros(len(index), dtype=np.float32)
     full_ratings[: len(ratings)] = ratings
+    context_items, context_ratings = left_pad(index, full_ratings, CONTEXT_LENGTH)
+    context = (torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None]))
     with torch.inference_mode():
-        stars = _score_next(loaded, index, full_ratings)
+        scores, stars = loaded.module.rank_next(*context), loaded.module.score_next(*context)
     mask[index] = False
     liked = index[full_ratings >= LIKED_STARS] if explain else None
-    return _ranked(registry, loaded, stars.numpy(), mask, filters, liked, user_id=None, strategy="session")
+    return _ranked(
+        registry, loaded, scores.numpy(), stars.numpy(), mask, filters, liked, user_id=None, strategy="session"
+    )
 
 
 def check_k(registry: ModelRegistry, k: int) -> None:
@@ -141,17 +148,10 @@ def explain_items(loaded: LoadedModel, page: np.ndarray, liked: np.ndarray) -> l
     return result
 
 
-def _score_next(loaded: LoadedModel, items: np.ndarray, ratings: np.ndarray) -> torch.Tensor:
-    context_items, context_ratings = left_pad(items, ratings, CONTEXT_LENGTH)
-    out: torch.Tensor = loaded.module.score_next(
-        torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None])
-    )
-    return out
-
-
 def _ranked(
     registry: ModelRegistry,
     loaded: LoadedModel,
+    scores: np.ndarray,
     stars: np.ndarray,
     mask: np.ndarray,
     filters: Filters,
@@ -160,7 +160,6 @@ def _ranked(
     user_id: int | None,
     strategy: Literal["personalized", "session"],
 ) -> RecommendResponse:
-    scores = stars + loaded.rank_bonus
     page, total = top_page(scores, mask, k=filters.k, offset=filters.offset)
     because = explain_items(loaded, page, liked) if liked is not None else None
     return RecommendResponse(

@@ -74,6 +74,8 @@ def test_recorded_test_rmse_meets_the_target(manifest: Manifest, name: ModelName
     for m in metrics:
         assert "->" in m.split and m.n > 0, m.split
         assert m.rmse <= TARGET_RMSE[name], f"{name}: RMSE {m.rmse:.4f} on {m.split} > {TARGET_RMSE[name]}"
+        # The ranking target of every model (issue 13: u1 NDCG@10 >= 0.41), less a margin for other machines.
+        assert m.ranking["ndcg@10"] >= 0.405 > m.ranking["popularity_ndcg@10"], f"{name}: {m.ranking}"
 
 
 def _example(model: type[Any]) -> dict[str, Any]:
@@ -82,7 +84,8 @@ def _example(model: type[Any]) -> dict[str, Any]:
 
 def test_the_documented_examples_work(store_client: TestClient) -> None:
     assert store_client.post("/predict/mf", json=_example(PredictRequest)).status_code == 200
-    assert store_client.post("/predict/lstm", json=_example(SequencePredictRequest)).status_code == 200
+    for example in SequencePredictRequest.model_config["json_schema_extra"]["examples"]:  # type: ignore[index,union-attr]
+        assert store_client.post("/predict/lstm", json=example).status_code == 200, example
     assert store_client.post("/recommend", json=_example(SessionRecommendRequest)).status_code == 200
     for path in ("/recommend/196", "/items/242", "/items/50/similar", "/models/mf"):
         assert store_client.get(path).status_code == 200, path

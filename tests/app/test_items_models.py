@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.artifacts import MANIFEST_FILE
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import N_ITEMS, POPULARITY_WEIGHT, SyntheticStore
+from tests.conftest import N_ITEMS, RANK_WEIGHT, SyntheticStore
 
 
 def test_item_metadata(client: TestClient, synthetic_store: SyntheticStore) -> None:
@@ -82,7 +82,7 @@ def test_models_report_versions_checksums_and_metrics(client: TestClient, synthe
         digest = hashlib.sha256((synthetic_store.path / entry["file"]).read_bytes()).hexdigest()
         assert model["sha256"] == entry["sha256"] == digest
         assert model["version"] == entry["version"]
-        assert model["popularity_weight"] == POPULARITY_WEIGHT[model["name"]]
+        assert model["rank_weight"] == RANK_WEIGHT[model["name"]]
         assert model["metrics"][0]["split"] == "synthetic.base->synthetic.test"
         assert model["n_parameters"] > 0 and model["hyperparameters"] == {"dim": 8}
         assert client.get(f"/models/{model['name']}").json() == model

@@ -175,13 +175,46 @@ def test_lstm_position_k_depends_only_on_items_up_to_k_and_ratings_before_k(clie
         ({"items": [1001], "ratings": [5.5]}, "outside this store's scale 1-5"),
         ({"items": [1001], "ratings": ["4"]}, "valid number"),
         ({"items": ["x"]}, "valid integer"),
-        ({"ratings": [4]}, "Field required"),
+        ({"ratings": [4]}, "give either items (and ratings) or user_id and item_ids"),
+        ({"user_id": 101}, "give either items (and ratings) or user_id and item_ids"),
+        ({"user_id": 101, "item_ids": [1001], "items": [1001]}, "give either items"),
+        ({"user_id": 101, "item_ids": []}, "at least 1"),
     ],
 )
 def test_invalid_lstm_bodies_are_422_saying_what_to_fix(client: TestClient, body: Any, fragment: str) -> None:
     r = client.post("/predict/lstm", json=body)
     assert r.status_code == 422, r.text
     assert fragment in r.text
+
+
+def test_lstm_known_user_predicts_after_the_whole_training_history(
+    client: TestClient, synthetic_store: SyntheticStore
+) -> None:
+    user, items = int(USER_IDS[7]), [int(ITEM_IDS[3]), int(ITEM_IDS[0]), int(ITEM_IDS[3])]
+    r = client.post("/predict/lstm", json={"user_id": user, "item_ids": items})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "lstm" and body["user_id"] == user
+    assert [p["item_id"] for p in body["predictions"]] == items
+    # score_all serves the taste after the user's whole history: recompute it from the raw training data.
+    network = synthetic_store.networks["lstm"]
+    history, ratings = synthetic_store.history(user)
+    pad = [0] * (-len(history) % SEQUENCE_LENGTH)  # left-padded to whole windows, as training runs histories
+    index = torch.tensor([pad + [synthetic_store.item_index(i) for i in history]])
+    with torch.no_grad():
+        taste, _ = network.run(index, torch.tensor([pad + list(ratings)], dtype=torch.float32))  # type: ignore[operator]
+        stars = network.score_taste(  # type: ignore[operator]
+            taste[:, -1:], torch.tensor([[synthetic_store.item_index(i) for i in items]])
+        )
+    expected = ((stars * 4 + 1).clamp(1, 5))[0].tolist()
+    assert [p["rating"] for p in body["predictions"]] == pytest.approx(expected, abs=TOL)
+
+
+def test_lstm_known_user_errors(client: TestClient) -> None:
+    unknown_user = client.post("/predict/lstm", json={"user_id": 5, "item_ids": [1001]})
+    assert unknown_user.status_code == 404 and unknown_user.json()["unknown_user_ids"] == [5]
+    unknown_items = client.post("/predict/lstm", json={"user_id": int(USER_IDS[0]), "item_ids": [1001, 7]})
+    assert unknown_items.status_code == 404 and unknown_items.json()["unknown_item_ids"] == [7]
 
 
 def test_lstm_unknown_items_are_404(client: TestClient) -> None:

@@ -11,7 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.registry import CONTEXT_LENGTH
-from tests.conftest import ITEM_IDS, N_ITEMS, POPULARITY_WEIGHT, SyntheticStore
+from tests.conftest import ITEM_IDS, N_ITEMS, SyntheticStore
 
 MODELS = ["mf", "dense", "lstm"]
 # A user with more training ratings than the LSTM's context, so "the latest 9" is a real choice.
@@ -24,12 +24,6 @@ def _get(client: TestClient, user: int = USER, **params: Any) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def _prior(store: SyntheticStore) -> np.ndarray:
-    counts = np.bincount(store.train.item_ids, minlength=N_ITEMS + 1)
-    prior: np.ndarray = np.log1p(counts) / np.log1p(counts.max())
-    return prior
-
-
 def _expected_stars(store: SyntheticStore, model: str, user: int) -> np.ndarray:
     """Stars for every item index, computed from the eager network and the raw training data."""
     network = store.networks[model]
@@ -39,12 +33,20 @@ def _expected_stars(store: SyntheticStore, model: str, user: int) -> np.ndarray:
     return np.asarray(out.tolist())
 
 
+def _expected_scores(store: SyntheticStore, model: str, user: int) -> np.ndarray:
+    """Ranking scores for every item index, from the eager network."""
+    network = store.networks[model]
+    with torch.no_grad():
+        out = network.rank_all(torch.tensor([store.user_index(user)]))  # type: ignore[operator]
+    return np.asarray(out.tolist())
+
+
 def test_the_test_user_has_a_long_history(synthetic_store: SyntheticStore) -> None:
     assert len(synthetic_store.history(USER)[0]) > CONTEXT_LENGTH
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_ranking_is_stars_plus_weighted_popularity_best_first(
+def test_ranking_is_by_the_ranking_score_best_first_with_stars_beside(
     client: TestClient, synthetic_store: SyntheticStore, model: str
 ) -> None:
     body = _get(client, model=model, k=N_ITEMS)
@@ -55,20 +57,15 @@ def test_ranking_is_stars_plus_weighted_popularity_best_first(
     returned = body["items"]
     assert len(returned) == body["total"]
     stars = _expected_stars(synthetic_store, model, USER)
-    prior = _prior(synthetic_store)
+    expected = _expected_scores(synthetic_store, model, USER)
     for item in returned:
         index = synthetic_store.item_index(item["item_id"])
         assert item["rating"] == pytest.approx(stars[index], abs=1e-3)
-        expected_score = stars[index] + POPULARITY_WEIGHT[model] * prior[index]
-        assert item["score"] == pytest.approx(expected_score, abs=1e-3)
+        assert item["score"] == pytest.approx(expected[index], abs=1e-3)
     scores = [item["score"] for item in returned]
     assert scores == sorted(scores, reverse=True)
     # And it is the true top: nothing excluded scores above the last item returned.
-    best = sorted(
-        (stars[i] + POPULARITY_WEIGHT[model] * prior[i], -i)
-        for i in range(1, N_ITEMS + 1)
-        if synthetic_store.item_raw(i) not in seen
-    )[::-1]
+    best = sorted((expected[i], -i) for i in range(1, N_ITEMS + 1) if synthetic_store.item_raw(i) not in seen)[::-1]
     assert [synthetic_store.item_raw(-i) for _, i in best[:5]] == [item["item_id"] for item in returned[:5]]
 
 
@@ -241,6 +238,28 @@ def test_session_items_are_never_recommended_and_filters_apply(client: TestClien
         "/recommend", json={"items": session, "k": 2, "offset": 3, "genres": ["Drama"], "exclude": [1009]}
     )
     assert [i["item_id"] for i in page.json()["items"]] == [i["item_id"] for i in body["items"][3:5]]
+
+
+def test_session_ranks_by_rank_next_with_score_next_stars(client: TestClient, synthetic_store: SyntheticStore) -> None:
+    session, ratings = [1003, 1005, 1007], [5.0, 2.0]
+    body = client.post("/recommend", json={"items": session, "ratings": ratings, "k": 6}).json()
+    assert body["strategy"] == "session"
+    items = torch.zeros((1, CONTEXT_LENGTH), dtype=torch.int64)
+    items[0, -3:] = torch.tensor([synthetic_store.item_index(i) for i in session])
+    known = torch.zeros((1, CONTEXT_LENGTH))
+    known[0, -3:-1] = torch.tensor(ratings)
+    network = synthetic_store.networks["lstm"]
+    with torch.no_grad():
+        scores = network.rank_next(items, known).tolist()  # type: ignore[operator]
+        stars = network.score_next(items, known).tolist()  # type: ignore[operator]
+    for item in body["items"]:
+        index = synthetic_store.item_index(item["item_id"])
+        assert item["score"] == pytest.approx(scores[index], abs=1e-3)
+        assert item["rating"] == pytest.approx(stars[index], abs=1e-3)
+    best = sorted(
+        ((scores[i], -i) for i in range(1, N_ITEMS + 1) if synthetic_store.item_raw(i) not in session), reverse=True
+    )
+    assert [item["item_id"] for item in body["items"]] == [synthetic_store.item_raw(-i) for _, i in best[:6]]
 
 
 @pytest.mark.parametrize(

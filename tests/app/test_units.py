@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.metrics import ServiceMetrics
-from app.registry import IdIndex, RegistryHolder, popularity_prior
+from app.registry import IdIndex, RegistryHolder
 from app.services.predict import left_pad
 from app.services.recommend import top_page
 
@@ -16,12 +16,6 @@ def test_id_index_maps_raw_ids_of_an_unsorted_catalog() -> None:
     found = ids.indices([10, 20, 30, 40, 2**70, -1])
     assert found.tolist() == [2, 3, 1, 0, 0, 0] and found.dtype == np.int64
     assert ids.indices([]).shape == (0,) and ids.index(30) == 1 and ids.index(31) == 0
-
-
-def test_popularity_prior_is_log_scaled_to_one() -> None:
-    prior = popularity_prior(np.array([0, 0, 9, 99]))
-    assert prior.tolist() == [0.0, 0.0, np.float32(np.log(10) / np.log(100)), 1.0]
-    assert popularity_prior(np.zeros(4, dtype=np.int64)).tolist() == [0.0] * 4
 
 
 def test_top_page_orders_ties_by_index_and_pages_consistently() -> None:

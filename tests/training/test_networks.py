@@ -13,7 +13,9 @@ from torch import Tensor
 
 from tests.training.conftest import randomize, synthetic_interactions
 from training.evaluate import tastes_at
+from training.export import script
 from training.networks import DenseNet, FeaturedMF, MatrixFactorization, SequenceLSTM
+from training.rank_heads import lstm_queries
 
 N_USERS, N_ITEMS, DIM, L = 7, 11, 5, 10
 ATOL = 1e-5
@@ -267,3 +269,91 @@ def test_featured_mf_folds_into_a_plain_mf_that_predicts_the_same() -> None:
         assert isinstance(folded, MatrixFactorization)
         torch.testing.assert_close(folded.predict(users, items), expected)
         assert not folded.item_factors.weight[0].any()  # padding stays zero
+
+
+# --- ranking scores (schema 2) -------------------------------------------------------------------------------
+
+
+def test_mf_rank_all_is_an_inner_product_of_the_exported_vectors() -> None:
+    net = randomize(MatrixFactorization(N_USERS, N_ITEMS, DIM, rank_dim=3), seed=4).eval()
+    with torch.no_grad():
+        for buffer in ("rank_users", "rank_items", "rank_item_bias"):
+            getattr(net, buffer).normal_()
+        net.rank_weight.fill_(1.5)
+    vectors = net.rank_item_vectors()
+    assert vectors.shape == (N_ITEMS + 1, 3 + DIM + 1)
+    for user in range(N_USERS + 1):
+        u = torch.tensor([user])
+        query = net.rank_user_vector(u)
+        assert query[-1] == 1.0  # the item biases' column
+        assert torch.allclose(vectors @ query, net.rank_all(u), atol=ATOL)
+    # Without a trained head (empty tables, weight 1) the ranking follows the rating score.
+    plain = MatrixFactorization(N_USERS, N_ITEMS, DIM)
+    randomize(plain, seed=5).eval()
+    with torch.no_grad():
+        stars = plain.score_all(torch.tensor([2]))
+        order = torch.argsort(plain.rank_all(torch.tensor([2]))[1:])
+    unclamped = stars[1:][order]
+    assert torch.all(unclamped[1:] >= unclamped[:-1] - ATOL)
+
+
+def test_lstm_rank_scores_are_inner_products_for_users_and_sessions() -> None:
+    net = _lstm().eval()
+    history = synthetic_interactions(n_users=N_USERS, n_items=N_ITEMS, n=40)
+    # One rating per (user, item), as in MovieLens: the user query sums each rated item once.
+    _, first = np.unique(history.user_ids * (N_ITEMS + 1) + history.item_ids, return_index=True)
+    history = history.subset(np.sort(first))
+    with torch.no_grad():
+        net.rank_items.normal_()
+        net.rank_item_bias.normal_()
+        net.rank_weight.fill_(0.7)
+        net.rank_users = lstm_queries(net, history, L)
+    vectors = net.rank_item_vectors()
+    for user in (1, N_USERS):
+        u = torch.tensor([user])
+        assert torch.allclose(vectors @ net.rank_user_vector(u), net.rank_all(u), atol=ATOL)
+    items, ratings = _sequences(1, L - 1, seed=7)
+    items[0, :3] = 0  # left padding
+    ratings[0, :3] = 0
+    query = net.rank_session_vector(items, ratings)
+    assert torch.allclose(vectors @ query, net.rank_next(items, ratings), atol=ATOL)
+    # A user's query is the session query of their whole (window-padded) history.
+    indptr, order = history.user_histories()
+    lo, hi = indptr[2], indptr[3]
+    seq = torch.from_numpy(history.item_ids[order][lo:hi])[None]
+    stars = torch.from_numpy(history.ratings[order][lo:hi])[None]
+    pad = (-seq.shape[1]) % L
+    seq = torch.nn.functional.pad(seq, (pad, 0))
+    stars = torch.nn.functional.pad(stars, (pad, 0))
+    assert torch.allclose(net.rank_session_vector(seq, stars), net.rank_user_vector(torch.tensor([2])), atol=1e-4)
+
+
+def test_dense_rank_all_adds_the_weighted_rating_to_the_head() -> None:
+    net = _dense().eval()
+    with torch.no_grad():
+        u = torch.tensor([3])
+        rating = (net.score_all(u) - 1.0) / 4.0
+        # Untrained head (zero tables, weight 1): the rating score plus the same constant for every item.
+        diff = net.rank_all(u) - rating
+        assert torch.allclose(diff, diff[:1].expand_as(diff), atol=ATOL)
+        net.rank_items.normal_()
+        net.rank_users.normal_()
+        net.rank_out.weight.normal_()
+        net.rank_weight.fill_(2.0)
+        expected = net.rank_logits(net.rank_users[u], net.rank_items)[0] + net.rank_item_bias + 2.0 * rating
+        assert torch.allclose(net.rank_all(u), expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["mf", "dense", "lstm"])
+def test_scripted_rank_methods_match_eager(name: str) -> None:
+    net = {"mf": lambda: MatrixFactorization(N_USERS, N_ITEMS, DIM, rank_dim=2), "dense": _dense, "lstm": _lstm}[name]()
+    randomize(net, seed=9).eval()
+    with torch.no_grad():
+        for buffer in ("rank_users", "rank_items", "rank_item_bias"):
+            getattr(net, buffer).normal_()
+    scripted = script(net)  # the export's own call, which silences TorchScript's deprecation notice
+    u = torch.tensor([4])
+    assert torch.allclose(scripted.rank_all(u), net.rank_all(u), atol=ATOL)
+    if name == "lstm":
+        items, ratings = _sequences(1, L - 1)
+        assert torch.allclose(scripted.rank_next(items, ratings), net.rank_next(items, ratings), atol=ATOL)

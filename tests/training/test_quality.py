@@ -10,7 +10,7 @@ import pytest
 
 from tests.training.conftest import write_ml100k
 from training.data import Interactions, load_movielens
-from training.quality import SESSION, main, temporal_split
+from training.quality import main, temporal_split
 
 
 def test_temporal_split_holds_out_each_users_latest_ratings() -> None:
@@ -42,7 +42,14 @@ def test_quality_command_writes_report_charts_and_numbers(tmp_path: Path) -> Non
     code = main(["--data", str(directory), "--folds", "u1,u2", "--epochs", "1", "--out", str(out)])
     assert code == 0
     report = (out / "report.md").read_text()
-    for heading in ("## Protocol", "## Rating prediction", "## Ranking", "## Temporal check", "## Learning"):
+    for heading in (
+        "## Protocol",
+        "## Rating prediction",
+        "## Ranking",
+        "## Temporal check",
+        "## Learning",
+        "Sessions",
+    ):
         assert heading in report
     for chart in ("learning_curves", "rmse_vs_anchors", "ranking", "prediction_distribution", "temporal"):
         assert (out / "img" / f"{chart}.png").stat().st_size > 0
@@ -50,8 +57,13 @@ def test_quality_command_writes_report_charts_and_numbers(tmp_path: Path) -> Non
     numbers = json.loads((out / "quality.json").read_text())
     assert [f["split"] for f in numbers["folds"]] == ["u1", "u2"]
     names = [r["name"] for r in numbers["folds"][0]["runs"]]
-    assert names == ["global mean", "bias", "mf", "dense", "lstm", SESSION]
+    assert names == ["global mean", "bias", "mf", "dense", "lstm", "popularity", "item-KNN", "EASE", "ALS"]
     u1_test = load_movielens(directory).split("u1")[1]
     assert numbers["folds"][0]["n_test"] == len(u1_test)
-    assert all(run["rmse"] > 0 for run in numbers["folds"][0]["runs"] if run["name"] != SESSION)
-    assert all(run["ranking"] for run in numbers["folds"][0]["runs"] if run["name"] not in ("global mean",))
+    runs = numbers["folds"][0]["runs"]
+    assert all(run["rmse"] > 0 for run in runs[:5])
+    assert all(run["ranking"]["ndcg@10"] >= 0 for run in runs[2:])
+    # Peers' hyperparameters come from their validation grids; sessions are measured beside popularity.
+    assert runs[7]["params"]["lambda"] > 0 and "factors" in runs[8]["params"]
+    assert set(numbers["folds"][0]["sessions"]) == {"lstm", "popularity"}
+    assert [r["name"] for r in numbers["temporal"]["runs"]][2:5] == ["mf", "dense", "lstm"]

@@ -11,20 +11,17 @@ import torch
 
 from tests.training.conftest import synthetic_interactions, write_ml100k
 from training.data import Interactions, load_movielens
-from training.evaluate import user_tastes
 from training.networks import MatrixFactorization, SequenceLSTM
-from training.pipeline import rank, run, validation_parts
+from training.pipeline import rank, run
+from training.rank_heads import RankConfig, choose_weight, lstm_queries, train_lstm_head, train_mf_head
 from training.ranking import (
-    WEIGHT_GRID,
     RankingTask,
-    blended_ranking,
-    choose_popularity_weight,
     latest_contexts,
-    model_scorer,
     pair_mask,
     per_user_metrics,
     popularity_feature,
-    session_scorer,
+    rank_scorer,
+    rank_session_scorer,
     top_k,
 )
 
@@ -162,29 +159,26 @@ def test_latest_contexts_are_the_last_ratings_left_padded() -> None:
     assert items[2].tolist() == [0] * 9  # no history: all padding
 
 
-def test_model_scorer_scores_as_the_contract_says() -> None:
+def test_rank_scorers_score_as_the_contract_says() -> None:
     torch.manual_seed(0)
     history = synthetic_interactions()
     users = np.array([1, 5])
-    mf = MatrixFactorization(history.num_users, history.num_items, 4).eval()
+    mf = MatrixFactorization(history.num_users, history.num_items, 4, rank_dim=3).eval()
+    with torch.no_grad():
+        mf.rank_users.normal_()
+        mf.rank_items.normal_()
     with torch.inference_mode():
-        assert model_scorer("mf", mf)(history, users)[1] == pytest.approx(mf.score_all(torch.tensor([5])).numpy())
-    # lstm: score_all(u) serves the taste after the user's whole training history; the scorer computes that
-    # taste from the history it is given, so it matches score_all once the taste is that of `history`.
+        assert rank_scorer(mf)(history, users)[1] == pytest.approx(mf.rank_all(torch.tensor([5])).numpy())
     lstm = SequenceLSTM(history.num_users, history.num_items, 4, 8).eval()
     with torch.no_grad():
-        lstm.item_bias.weight.normal_()
-        lstm.user_taste.copy_(user_tastes(lstm, history, 10))  # type: ignore[operator]
-    with torch.inference_mode():
-        expected = lstm.score_all(torch.tensor([5])).numpy()
-    assert model_scorer("lstm", lstm)(history, users)[1] == pytest.approx(expected, abs=1e-5)
-    # Scored from a shorter history, the scorer follows that history, not the stored taste.
-    early = history.subset(history.timestamps < np.median(history.timestamps))
-    assert not np.allclose(model_scorer("lstm", lstm)(early, users)[1], expected, atol=1e-3)
+        lstm.rank_in.weight.normal_()
+        lstm.rank_items.normal_()
+        lstm.rank_users = lstm_queries(lstm, history, 10)
     items, ratings = latest_contexts(history, users[1:], 9)
     with torch.inference_mode():
-        session = lstm.score_next(torch.from_numpy(items), torch.from_numpy(ratings)).numpy()
-    assert session_scorer(lstm)(history, users)[1] == pytest.approx(session)
+        session = lstm.rank_next(torch.from_numpy(items), torch.from_numpy(ratings)).numpy()
+        assert rank_scorer(lstm)(history, users)[1] == pytest.approx(lstm.rank_all(torch.tensor([5])).numpy())
+    assert rank_session_scorer(lstm)(history, users)[1] == pytest.approx(session, abs=1e-5)
 
 
 def test_metrics_on_a_catalog_smaller_than_k() -> None:
@@ -195,101 +189,114 @@ def test_metrics_on_a_catalog_smaller_than_k() -> None:
     assert m["precision@10"][0] == pytest.approx(0.1)
 
 
-# --- choosing the popularity weight -------------------------------------------------------------------------
-
-N_ITEMS = 12
-POPULAR = [1, 2, 3, 4]  # rated by every crowd user
-FAVOURITES = [5, 6, 7, 8]  # never rated in training, but the scorer's top picks
+# --- the ranking heads ---------------------------------------------------------------------------------------
 
 
-def favourites_scorer(history: Interactions, users: np.ndarray) -> np.ndarray:
-    stars = np.ones((len(users), history.num_items + 1), dtype=np.float32)
-    stars[:, FAVOURITES] = 5.0
-    return stars
+def taste_world(seed: int = 0) -> tuple[Interactions, Interactions, Interactions]:
+    """``(fit, validation, test)``: two taste groups of 30 users, each rating (5 stars) a random half of its
+    group's 10 films and (3 stars) two of 10 films everyone rates; held-out are more of their group's films."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 60, 30
+    rows: dict[str, list[tuple[int, int, float]]] = {"fit": [], "val": [], "test": []}
+    for u in range(1, n_users + 1):
+        own = np.arange(1, 11) if u <= 30 else np.arange(11, 21)
+        picked = rng.permutation(own)
+        rows["fit"] += [(u, int(i), 5.0) for i in picked[:5]]
+        rows["fit"] += [(u, int(i), 3.0) for i in rng.choice(np.arange(21, 31), 2, replace=False)]
+        rows["val"] += [(u, int(picked[5]), 5.0)]
+        rows["test"] += [(u, int(i), 5.0) for i in picked[6:8]]
+    return (
+        interactions(rows["fit"], n_users, n_items),
+        interactions(rows["val"], n_users, n_items, t0=1000),
+        interactions(rows["test"], n_users, n_items, t0=2000),
+    )
 
 
-def blend_world(val_items: list[int]) -> tuple[Interactions, Interactions, Interactions]:
-    """``(fit, validation, train)``: users 1-20 rate the popular items; users 21-30 rate item 12 in `fit` and
-    love `val_items` in `validation`."""
-    crowd = [(u, i, 3.0) for u in range(1, 21) for i in POPULAR]
-    targets = [(u, 12, 3.0) for u in range(21, 31)]
-    fit = interactions(crowd + targets, 30, N_ITEMS)
-    validation = interactions([(u, i, 5.0) for u in range(21, 31) for i in val_items], 30, N_ITEMS, t0=1000)
-    return fit, validation, concat(fit, validation)
+def test_mf_head_learns_which_items_go_together_and_folds_into_an_inner_product() -> None:
+    fit, val, test = taste_world()
+    mf = MatrixFactorization(fit.num_users, fit.num_items, 4).eval()  # an untrained rating model
+    config = RankConfig(dim=8, max_epochs=60, eval_every=5, patience=4, lr=0.03, reg=1e-4)
+    _, result, refold = train_mf_head(mf, fit, val, config, torch.Generator().manual_seed(0))
+    assert result.best_epoch > 0 and result.weight in config.weight_grid
+    history = concat(fit, val)
+    refold(history)
+    task = RankingTask.build(history, test)
+    learned = task.evaluate(rank_scorer(mf)(history, task.users), 0.0, k=4)["recall@4"]
+    # Held-out items are among the 4 unseen films of the user's group: the head ranks those 4 first, popularity
+    # (the group-free films everyone rates) cannot.
+    assert learned > 0.95 and task.evaluate_popularity(k=4)["recall@4"] < 0.5
+    with torch.inference_mode():
+        for user in (1, 45):
+            u = torch.tensor([user])
+            assert torch.allclose(mf.rank_item_vectors() @ mf.rank_user_vector(u), mf.rank_all(u), atol=1e-5)
 
 
-def loved(items: list[int]) -> Interactions:
-    return interactions([(u, i, 5.0) for u in range(21, 31) for i in items], 30, N_ITEMS, t0=2000)
+def test_lstm_head_learns_the_groups_and_serves_sessions() -> None:
+    fit, val, test = taste_world(seed=1)
+    lstm = SequenceLSTM(fit.num_users, fit.num_items, 4, 8).eval()
+    config = RankConfig(dim=8, max_epochs=60, eval_every=5, patience=4, lr=0.03, reg=1e-4, full_history=0.8)
+    _, _, refold = train_lstm_head(lstm, fit, val, config, torch.Generator().manual_seed(0), 10)
+    history = concat(fit, val)
+    refold(history)
+    task = RankingTask.build(history, test)
+    assert task.evaluate(rank_scorer(lstm)(history, task.users), 0.0, k=4)["recall@4"] > 0.95
+    # A session of two films of the second group ranks that group's other films first.
+    items = torch.tensor([[0] * 7 + [11, 12, 13]])
+    ratings = torch.tensor([[0.0] * 7 + [5.0, 5.0, 5.0]])
+    with torch.inference_mode():
+        scores = lstm.rank_next(items, ratings)
+        query = lstm.rank_session_vector(items, ratings)
+        assert torch.allclose(lstm.rank_item_vectors() @ query, scores, atol=1e-5)
+    top = [i for i in torch.argsort(scores, descending=True).tolist() if i not in (0, 11, 12, 13)][:7]
+    assert set(top) == set(range(14, 21))
 
 
-def test_weight_is_chosen_on_validation_and_a_test_set_favouring_another_weight_is_ignored() -> None:
-    fit, validation, train = blend_world(val_items=[5, 6])  # validation rewards the scorer alone
-    popular_test = loved([1, 2])  # this test would reward a large popularity weight
-    result = blended_ranking(favourites_scorer, fit=fit, validation=validation, train=train, test=popular_test)
-    assert result.weight == 0.0
-
-    # The test really does favour another weight, so ignoring it was a choice, not a coincidence.
-    task = RankingTask.build(train, popular_test)
-    stars = favourites_scorer(train, task.users)
-    by_weight = {w: task.evaluate(stars, w)["ndcg@10"] for w in WEIGHT_GRID}
-    assert max(by_weight, key=by_weight.__getitem__) > 0.0
-    assert result.test["ndcg@10"] == pytest.approx(by_weight[0.0])
-    assert max(by_weight.values()) > result.test["ndcg@10"]
-
-    # Another test set changes the measurements but never the choice or the validation curve.
-    other = blended_ranking(favourites_scorer, fit=fit, validation=validation, train=train, test=loved([7, 8]))
-    assert other.weight == result.weight and other.validation_ndcg == result.validation_ndcg
-    assert other.test["ndcg@10"] != result.test["ndcg@10"]
-
-
-def test_validation_that_rewards_popularity_moves_the_weight_up() -> None:
-    fit, validation, train = blend_world(val_items=[1, 2])
-    weight, curve = choose_popularity_weight(favourites_scorer, fit, validation)
-    # Popular items score 1 + w stars: at w = 4 they tie with the 5-star favourites and win on lower index.
-    assert weight == 4.0
-    assert curve[weight] == pytest.approx(1.0)
-    result = blended_ranking(favourites_scorer, fit=fit, validation=validation, train=train, test=loved([5, 6]))
-    assert result.weight == weight
-    assert result.as_metrics()["popularity_weight"] == weight
-    assert result.as_metrics()["unblended_ndcg@10"] == pytest.approx(1.0)
-
-
-def test_validation_must_come_from_train_and_stay_disjoint_from_test() -> None:
-    fit, validation, train = blend_world(val_items=[5, 6])
-    with pytest.raises(ValueError, match="disjoint from test"):
-        blended_ranking(favourites_scorer, fit=fit, validation=validation, train=train, test=validation)
-    with pytest.raises(ValueError, match="carved from train"):
-        blended_ranking(favourites_scorer, fit=fit, validation=validation, train=fit, test=loved([7]))
-
-
-def test_no_relevant_validation_items_leaves_the_weight_at_zero() -> None:
-    fit, _, _ = blend_world(val_items=[])
-    meh = interactions([(21, 5, 2.0)], 30, N_ITEMS, t0=1000)
-    assert choose_popularity_weight(favourites_scorer, fit, meh) == (0.0, {})
+def test_rating_weight_is_chosen_on_validation() -> None:
+    # Two candidates per user: the head prefers item 1, the rating score item 2; validation relevance says 2.
+    history = interactions([(1, 3, 5.0), (2, 3, 5.0)], 2, 3)
+    val = interactions([(1, 2, 5.0), (2, 2, 4.0)], 2, 3, t0=10)
+    task = RankingTask.build(history, val)
+    logits = np.array([[0.0, 1.0, 0.0, 0.0]] * 2)
+    rating = np.array([[0.0, 0.0, 0.6, 0.0]] * 2)
+    (weight, pop), curve = choose_weight(task, logits, rating, [0.0, 1.0, 2.0, 4.0])
+    assert (weight, pop) == (2.0, 0.0)  # the smallest weight at which item 2 overtakes item 1
+    assert curve[0.0, 0.0] < curve[2.0, 0.0] == curve[4.0, 0.0]
+    # Item 1 is the popular one here (rated by both in a bigger history): a popularity prior is not chosen.
+    (weight, pop), _ = choose_weight(
+        RankingTask.build(concat(history, interactions([(1, 1, 3.0)], 2, 3)), val),
+        logits,
+        rating,
+        [0.0, 2.0],
+        [0.0, 4.0],
+    )
+    assert (weight, pop) == (2.0, 0.0)
 
 
 # --- hooked into the training job ---------------------------------------------------------------------------
 
 
-def test_rank_uses_the_validation_split_train_one_early_stops_on() -> None:
+def test_rank_measures_the_served_score_beside_popularity() -> None:
     train = synthetic_interactions(n=800)
     test = synthetic_interactions(n=200, seed=1)
     test = test.subset(~np.isin(test.user_ids * 100 + test.item_ids, train.user_ids * 100 + train.item_ids))
-    mf = MatrixFactorization(train.num_users, train.num_items, 4).eval()
-    weight, metrics = rank("mf", mf, train, test, seed=3)
-    fit, validation = validation_parts(train, 3)
-    expected = blended_ranking(model_scorer("mf", mf), fit=fit, validation=validation, train=train, test=test)
-    assert weight == expected.weight in (0.0, *WEIGHT_GRID)
-    assert metrics == expected.as_metrics()
-    assert {"ndcg@10", "precision@10", "recall@10", "hitrate@10", "popularity_ndcg@10"} <= set(metrics)
+    mf = MatrixFactorization(train.num_users, train.num_items, 4, rank_dim=2).eval()
+    with torch.no_grad():
+        mf.rank_items.normal_()
+        mf.rank_users.normal_()
+    metrics = rank(mf, train, test)
+    task = RankingTask.build(train, test)
+    assert metrics["ndcg@10"] == pytest.approx(task.evaluate(rank_scorer(mf)(train, task.users), 0.0)["ndcg@10"])
+    assert metrics["popularity_ndcg@10"] == pytest.approx(task.evaluate_popularity()["ndcg@10"])
+    assert {"precision@10", "recall@10", "hitrate@10", "coverage@10", "mean_count@10"} <= set(metrics)
 
 
-def test_training_job_records_weight_and_ranking_metrics_in_the_manifest(tmp_path: Path) -> None:
+def test_training_job_records_rank_weight_and_ranking_metrics_in_the_manifest(tmp_path: Path) -> None:
     directory = write_ml100k(tmp_path / "ml-100k", user_ids=range(1, 31), item_ids=range(1, 41), n_ratings=700, seed=2)
     out = tmp_path / "store"
     outcomes = run(load_movielens(directory), split="u1", models=("mf",), out=out, max_epochs=1)
     entry = json.loads((out / "manifest.json").read_text())["models"]["mf"]
-    assert entry["popularity_weight"] == outcomes[0].model.popularity_weight
-    assert entry["popularity_weight"] in (0.0, *WEIGHT_GRID)
+    assert entry["rank_weight"] == outcomes[0].model.rank_weight
+    assert entry["rank_weight"] in RankConfig().weight_grid
+    assert entry["hyperparameters"]["rank_dim"] == RankConfig().dim
     ranking = entry["metrics"][0]["ranking"]
     assert 0.0 <= ranking["ndcg@10"] <= 1.0 and "popularity_ndcg@10" in ranking
