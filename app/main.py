@@ -71,7 +71,7 @@ from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from app.registry import ModelRegistry, RegistryHolder
 from app.routers import admin, health, items, metrics, models, predict, recommend
-from app.schemas import CATALOG_BOUND, CATALOG_GENRE, CATALOG_GENRE_LIST, comma_list_pattern
+from app.schemas import CATALOG_BOUND, CATALOG_GENRE, CATALOG_GENRE_LIST, STORE_SCALE, comma_list_pattern
 from app.services.admin import reload_models
 from app.settings import Settings, get_settings
 
@@ -232,7 +232,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _bound_by_catalog(app: FastAPI) -> None:
     """Serve an OpenAPI document whose every `k` says the real bound: ``maximum`` is the loaded catalog's size
-    (the server answers 422 past it), not the static 2^31 - 1 the pydantic field carries. Rebuilt when a reload
+    (the server answers 422 past it), not the static 2^31 - 1 the pydantic field carries; stars likewise carry
+    the store's rating scale. Rebuilt when a reload
     installs a store with another catalog; without a loaded store the static bound stays."""
     generate = app.openapi
     cache: dict[int, dict[str, Any]] = {}
@@ -246,6 +247,10 @@ def _bound_by_catalog(app: FastAPI) -> None:
                 node["maximum"] = registry.n_items
             if marked(node, CATALOG_GENRE):
                 node["enum"] = list(registry.genres)
+            if marked(node, STORE_SCALE):  # the service refuses stars off the store's scale
+                node.pop("exclusiveMinimum", None)
+                node["minimum"] = registry.manifest.dataset.rating_min
+                node["maximum"] = registry.manifest.dataset.rating_max
             if marked(node, CATALOG_GENRE_LIST):
                 node["pattern"] = comma_list_pattern("|".join(re.escape(g) for g in registry.genres))
             for child in node.values():

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.artifacts import SEQUENCE_LENGTH, DatasetInfo, Metrics
@@ -36,6 +37,7 @@ MAX_GENRE_LENGTH = 64
 # its genres; `pattern` = a comma-separated list of its genres (the server also takes them in any case).
 CATALOG_BOUND: dict[str, Any] = {"x-maximum-from": "catalog"}
 CATALOG_GENRE: dict[str, Any] = {"x-enum-from": "genres"}
+STORE_SCALE: dict[str, Any] = {"x-range-from": "rating scale"}
 CATALOG_GENRE_LIST: dict[str, Any] = {"x-pattern-from": "genres"}
 # One raw id, 1..MAX_ID, in plain decimal digits, as an ECMA regex (JSON Schema's dialect) and for `re`.
 ID_PATTERN = (
@@ -91,7 +93,13 @@ Genre = Annotated[
 # The scale is the store's (GET /models: dataset.rating_min..rating_max, 1-5 on ML-100K, 0.5-5 on the half-star
 # sets); the service checks it, so a schema bound here would wrongly refuse half stars or another scale.
 Stars = Annotated[
-    float, Field(strict=True, gt=0, description="A rating in stars, on the store's scale (1 to 5 for ML-100K)")
+    float,
+    Field(
+        strict=True,
+        gt=0,
+        description="A rating in stars, on the store's scale (`minimum`..`maximum`; 1 to 5 for ML-100K)",
+        json_schema_extra=STORE_SCALE,
+    ),
 ]
 
 
@@ -143,33 +151,37 @@ class SequencePredictRequest(_Request):
         strict=True,
         protected_namespaces=(),
         json_schema_extra={
-            "examples": [{"items": [209, 32, 189], "ratings": [4, 5]}, {"user_id": 196, "item_ids": [242, 302]}]
+            "examples": [{"items": [209, 32, 189], "ratings": [4, 5]}, {"user_id": 196, "item_ids": [242, 302]}],
+            # The two forms, so the schema admits exactly what the validator below does.
+            "oneOf": [
+                {"required": ["items"], "not": {"anyOf": [{"required": ["user_id"]}, {"required": ["item_ids"]}]}},
+                {
+                    "required": ["user_id", "item_ids"],
+                    "not": {"anyOf": [{"required": ["items"]}, {"required": ["ratings"]}]},
+                },
+            ],
         },
     )
 
-    items: list[RawId] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=SEQUENCE_LENGTH,
-        description=f"Anonymous sequence: 1 to {SEQUENCE_LENGTH} raw item ids, oldest first",
+    # Constraints sit on the list types, not the fields: pydantic would apply a field's min_length to null too.
+    items: Annotated[list[RawId], Field(min_length=1, max_length=SEQUENCE_LENGTH)] | SkipJsonSchema[None] = Field(
+        default=None, description=f"Anonymous sequence: 1 to {SEQUENCE_LENGTH} raw item ids, oldest first"
     )
-    ratings: list[Stars] | None = Field(
-        default=None,
-        max_length=SEQUENCE_LENGTH,
-        description="Known stars of the leading items (at most one per item); later items are unrated",
+    ratings: Annotated[list[Stars], Field(max_length=SEQUENCE_LENGTH)] | SkipJsonSchema[None] = Field(
+        default=None, description="Known stars of the leading items (at most one per item); later items are unrated"
     )
-    user_id: RawId | None = Field(
+    user_id: RawId | SkipJsonSchema[None] = Field(
         default=None, description="Known user: items are predicted after the user's whole training history"
     )
-    item_ids: list[RawId] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_PAIR_ITEMS,
-        description=f"With user_id: 1 to {MAX_PAIR_ITEMS} raw item ids to predict",
+    item_ids: Annotated[list[RawId], Field(min_length=1, max_length=MAX_PAIR_ITEMS)] | SkipJsonSchema[None] = Field(
+        default=None, description=f"With user_id: 1 to {MAX_PAIR_ITEMS} raw item ids to predict"
     )
 
     @model_validator(mode="after")
     def _one_form(self) -> SequencePredictRequest:
+        # A field is given or left out, never null: the schema's two forms say which fields each one has.
+        if any(getattr(self, name) is None for name in self.model_fields_set):
+            raise ValueError("give either items (and ratings) or user_id and item_ids")
         if self.user_id is not None or self.item_ids is not None:
             if self.user_id is None or self.item_ids is None or self.items is not None or self.ratings is not None:
                 raise ValueError("give either items (and ratings) or user_id and item_ids")
