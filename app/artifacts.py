@@ -81,6 +81,9 @@ class ModelEntry(FileRef):
         default=0.0,
         description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
     )
+    world_size: int = Field(
+        default=1, ge=1, description="Processes that trained it data-parallel (torchrun ranks); 1 = one process"
+    )
 
 
 class DatasetInfo(_Strict):

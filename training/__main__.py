@@ -1,4 +1,8 @@
-"""`python -m training`: train the three models on MovieLens 100K and export them to a model store."""
+"""`python -m training`: train the three models on MovieLens 100K and export them to a model store.
+
+``torchrun --nproc_per_node=N -m training ...`` trains data-parallel on N processes (`training.distributed`);
+rank 0 prints the table and exports.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from training import distributed
 from training.data import CANONICAL_SPLITS, SPLITS, DataError, load_movielens
 from training.datasource import DATA_ENV, DataSourceError, resolve_data_dir
 from training.pipeline import MODELS, Outcome, run
@@ -76,7 +81,11 @@ def table(outcomes: list[Outcome], seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    distributed.init_from_env()
+    primary = distributed.is_primary()
+    # The other ranks repeat rank 0's progress: they report only problems.
+    level = logging.INFO if primary else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
@@ -94,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataSourceError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(table(outcomes, time.perf_counter() - start))
+    finally:
+        distributed.shutdown()
+    if primary:
+        print(table(outcomes, time.perf_counter() - start))
     return 0
 
 

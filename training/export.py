@@ -54,6 +54,7 @@ class TrainedModel:
     training_seconds: float
     epochs: int
     popularity_weight: float = 0.0  # ranking blend chosen on validation data (see training.ranking)
+    world_size: int = 1  # processes that trained it data-parallel (training.distributed)
 
 
 @contextmanager
@@ -159,6 +160,7 @@ def export_store(
             metrics=m.metrics,
             n_parameters=sum(p.numel() for p in m.network.parameters()),
             popularity_weight=m.popularity_weight,
+            world_size=m.world_size,
         )
     dataset = DatasetInfo(
         name="ml-100k",

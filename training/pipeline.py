@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from app.artifacts import Metrics
+from training import distributed
 from training.data import Interactions, MovieLens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences, user_tastes
 from training.export import TrainedModel, export_store
@@ -108,7 +109,8 @@ def run(
     ----------
     split : a canonical split (metrics on its test part) or ``full`` (all ratings; the metrics recorded are
         then those of the same recipe trained on `eval_split`'s base and measured on its test part).
-    out : model store directory, or None to skip export.
+    out : model store directory, or None to skip export. Under ``torchrun`` every rank trains (each on its
+        share of every minibatch, `training.distributed`) and evaluates; rank 0 alone exports.
     """
     torch.manual_seed(seed)
     train, test = data.split(split)
@@ -135,8 +137,9 @@ def run(
             training_seconds=result.seconds,
             epochs=result.epochs,
             popularity_weight=weight,
+            world_size=distributed.world_size(),
         )
         outcomes.append(Outcome(model, result, metrics))
-    if out is not None:
+    if out is not None and distributed.is_primary():  # every rank holds the same networks; one writes them
         export_store(out, [o.model for o in outcomes], data=data, train=train, split=split)
     return outcomes
