@@ -8,19 +8,29 @@ optimizer trajectory as `fit` in one process.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from fastapi.testclient import TestClient
 from torch import Tensor, nn
 
+from app.artifacts import MANIFEST_FILE, Manifest
+from app.main import create_app
+from app.settings import Settings
 from tests.training.conftest import synthetic_interactions
 from training import distributed
+from training.data import MovieLens
 from training.fit import fit
 from training.models import _pair_tensors, mf_loss, mf_optimizer
 from training.networks import MatrixFactorization
+from training.pipeline import run
+
+REPO = Path(__file__).resolve().parents[2]
 
 WORLD = 2
 BATCH = 37  # odd, so the ranks' shares differ in size and the weighting matters
@@ -149,3 +159,60 @@ def test_single_process_hooks_are_no_ops() -> None:
     assert (distributed.world_size(), distributed.rank(), distributed.is_primary()) == (1, 0, True)
     assert distributed.shard(10, 5) == slice(10, 15)
     assert distributed.broadcast_value(0.25) == 0.25 and distributed.sum_value(2.0) == 2.0
+
+
+# --- the real thing: torchrun on u1 ---------------------------------------------------------------------------
+
+# mf (SparseAdam, sparse tables) and dense (AdamW, dense tables, after a shared MF pretraining) between them take
+# every gradient path; the LSTM goes through the same fit loop at several times the cost (bench/scaling.py runs
+# all three).
+U1_MODELS = ("mf", "dense")
+TORCHRUN_TIMEOUT = 600.0
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_ranks_matches_one_process_on_u1_and_the_store_serves(
+    real_data_dir: Path, movielens: MovieLens, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [
+        str(torchrun), "--standalone", f"--nproc_per_node={WORLD}",
+        "-m", "training", "--data", str(real_data_dir), "--split", "u1",
+        "--models", ",".join(U1_MODELS), "--out", str(store), "--no-download",
+    ]  # fmt: skip
+    log = tmp_path / "torchrun.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # The single-process reference meanwhile, in this process: the same recipe, seed and split.
+        reference = {o.model.name: o.test for o in run(movielens, split="u1", models=U1_MODELS, out=None, seed=0)}
+        process.wait(timeout=TORCHRUN_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, log.read_text(errors="replace")[-5000:]
+
+    manifest = Manifest.model_validate_json((store / MANIFEST_FILE).read_text())
+    assert set(manifest.models) == set(U1_MODELS)
+    for name in U1_MODELS:
+        entry = manifest.models[name]
+        ref = reference[name]
+        assert ref is not None
+        (metrics,) = entry.metrics
+        assert entry.world_size == WORLD
+        assert metrics.split == ref.split == "u1.base->u1.test"
+        assert abs(metrics.rmse - ref.rmse) <= 0.005, (name, metrics.rmse, ref.rmse)
+        assert abs(metrics.ranking["ndcg@10"] - ref.ranking["ndcg@10"]) <= 0.01, (name, metrics.ranking, ref.ranking)
+
+    with TestClient(create_app(Settings(models_dir=store))) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        for name in U1_MODELS:
+            r = client.get("/recommend/196", params={"k": 5, "model": name})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["items"]) == 5
+            p = client.post(f"/predict/{name}", json={"user_id": 196, "item_ids": [242, 302]})
+            assert p.status_code == 200 and all(1 <= x["rating"] <= 5 for x in p.json()["predictions"])
