@@ -15,14 +15,17 @@ Why not `DistributedDataParallel`: our loss functions call a network's submodule
 DDP only synchronises gradients of a forward it wrapped. DDP also cannot all-reduce sparse gradients on NCCL.
 
 Sparse gradients (the MF's embedding tables, fitted with SparseAdam) never travel as sparse tensors, which
-NCCL does not reduce and gloo handles poorly for padded embeddings. Each rank coalesces its sparse gradient to
-(row index, row value) pairs; the pairs are padded to the largest count across ranks, ``all_gather``-ed as two
-dense tensors, trimmed back by the gathered counts and summed into one sparse gradient on the union of the
-touched rows, which is what SparseAdam then updates (the rows a single process would touch with the whole
-batch). Traffic is proportional to the rows a step touches, not the table size. Dense gradients go in one
-flattened all-reduce, with a flag per parameter so a parameter no rank touched keeps ``grad = None`` (and
-its optimizer skips it, as in a single process). Only dense collectives are used, so gloo (CPU tensors) and
-NCCL (CUDA tensors) both work: the process group is ``cpu:gloo,cuda:nccl`` where CUDA is available.
+NCCL does not reduce and gloo handles poorly for padded embeddings. A small table (`SMALL_TABLE`) travels as
+dense rows plus a touched-row mask inside the step's one all-reduce of the dense gradients; a large one is
+coalesced to (row index, row value) pairs, padded to the largest count across ranks, ``all_gather``-ed as one
+dense buffer and trimmed back by the gathered counts, so its traffic follows the rows a step touches, not the
+table size. Either way the result is one sparse gradient on the union of the touched rows, which is what
+SparseAdam then updates (the rows a single process would touch with the whole batch). A flag per parameter
+keeps ``grad = None`` where no rank produced a gradient, so the optimizer skips it as in a single process.
+Only dense collectives are used, so gloo (CPU tensors) and NCCL (CUDA tensors) both work: the process group
+is ``cpu:gloo,cuda:nccl`` where CUDA is available.
+
+Every rank evaluates (no collectives there); rank 0 exports (`training.pipeline.run`).
 """
 
 from __future__ import annotations
@@ -37,8 +40,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-# Rank 0 evaluates and exports while the others wait at the next collective; a full ranking evaluation of a
-# large data set can take a while.
+# Rank 0 exports while the others wait at the next collective (or exit); a large export can take a while.
 TIMEOUT = datetime.timedelta(minutes=30)
 # Sparse tables up to this many elements (4 MB of float32: ML-100K's are ~0.1 M) are all-reduced as dense rows
 # in the same single collective as the dense gradients: on a busy machine every extra collective per step is
