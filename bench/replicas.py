@@ -34,10 +34,13 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import torch
+
+from app.artifacts import MANIFEST_FILE, MODULE_META_FILE, VERSIONS_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -194,26 +197,33 @@ def free_port() -> int:
 
 
 def new_mf_version(store: Path) -> str:
-    """Write a changed mf artifact into `store` and switch the manifest to it, as a retraining would (files
-    first, manifest replaced atomically last); returns the new version."""
-    manifest_path = store / "manifest.json"
+    """Write a changed mf artifact into `store` and make it a new live store version, as a retraining would
+    (files first, the kept version's manifest, then ``manifest.json`` replaced atomically last); returns the new
+    mf version. The artifact keeps the model name it carries inside (`MODULE_META_FILE`)."""
+    manifest_path = store / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     entry = manifest["models"]["mf"]
+    meta = {MODULE_META_FILE: ""}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
-        module = torch.jit.load(str(store / entry["file"]))
+        module = torch.jit.load(str(store / entry["file"]), _extra_files=meta)
         with torch.no_grad():
             dict(module.named_parameters())["global_bias"].add_(0.01)
         buffer = io.BytesIO()
-        torch.jit.save(module, buffer)
+        torch.jit.save(module, buffer, _extra_files=meta)
     data = buffer.getvalue()
     sha = hashlib.sha256(data).hexdigest()
-    name = f"mf-{sha[:12]}.pt"
-    (store / name).write_bytes(data)
-    entry.update(file=name, sha256=sha, version=f"mf-{sha[:12]}")
+    (store / f"mf-{sha[:12]}.pt").write_bytes(data)
+    entry.update(file=f"mf-{sha[:12]}.pt", sha256=sha, version=f"mf-{sha[:12]}")
+    now = datetime.now(UTC)
+    manifest["created_at"] = now.isoformat()
+    manifest["store_version"] = f"{now:%Y%m%dT%H%M%S%f}Z-{sha[:8]}"
+    text = json.dumps(manifest, indent=2) + "\n"
+    (store / VERSIONS_DIR).mkdir(exist_ok=True)
+    (store / VERSIONS_DIR / f"{manifest['store_version']}.json").write_text(text)
     tmp = store / ".manifest-replicas.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, manifest_path)
     return str(entry["version"])
 
