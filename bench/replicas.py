@@ -49,6 +49,7 @@ ADMIN_KEY = "replicas-bench-admin-key-0123456789"
 START_TIMEOUT = 90.0  # seconds for a replica to answer /ready on a busy 2-core machine
 MAX_SECONDS = 120.0  # hard bound on the whole load phase
 CLIENTS = 4
+REJOIN_TIMEOUT = 30.0  # seconds after the reload for both replicas to be taking traffic through nginx
 # (method, path, json body): each kind of route, GET and POST, every model.
 REQUESTS: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/recommend/196?k=10&model=mf", None),
@@ -340,6 +341,11 @@ def run(workdir: Path, source_store: Path, *, log: Callable[[str], None] = lambd
             raise RuntimeError(f"reload of B failed: {reload.status_code} {reload.text}")
         a_before, b_before = a.requests_served(), b.requests_served()
         load.wait_for(300)
+        # nginx sends A traffic again once its fail_timeout after A's last refused connection has passed; on a
+        # busy machine that may be after these 300 requests, so wait (bounded) for both to have answered some.
+        deadline = time.monotonic() + REJOIN_TIMEOUT
+        while time.monotonic() < deadline and min(a.requests_served() - a_before, b.requests_served() - b_before) == 0:
+            time.sleep(0.25)
         load.finish()
         seconds = time.monotonic() - start
         return Result(
