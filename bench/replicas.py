@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -78,8 +79,7 @@ class Replica:
         env.update(RECSYS_MODELS_DIR=str(self.store), RECSYS_ADMIN_API_KEY=ADMIN_KEY, RECSYS_LOG_FORMAT="json")
         command = [
             sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-            "--host", HOST, "--port", str(self.port),
-            "--no-access-log", "--timeout-graceful-shutdown", "10",
+            "--host", HOST, "--port", str(self.port), *serve_flags(),
         ]  # fmt: skip
         start = time.monotonic()
         with self.log.open("ab") as out:
@@ -166,6 +166,15 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def serve_flags() -> list[str]:
+    """The Makefile's SERVE_FLAGS, which `make serve` and the image's CMD use (tests/test_serve_command.py)."""
+    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    match = re.search(r"^SERVE_FLAGS\s*:=\s*(.+)$", text, re.M)
+    if match is None:
+        raise RuntimeError("the Makefile defines no SERVE_FLAGS")
+    return shlex.split(match.group(1))
 
 
 def nginx_binary() -> str:
