@@ -23,7 +23,9 @@ followed or opened for reading. A model's ``version`` and file name are derived 
 model it holds, so an entry cannot point at another model's weights unnoticed.
 
 Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). The catalog
-maps raw MovieLens ids to those indices. Every TorchScript module returns ratings in stars within [1, 5]:
+maps raw ids to those indices. Every TorchScript module returns ratings in stars clamped to the data set's
+scale, ``[dataset.rating_min, dataset.rating_max]`` (1-5 for ML-100K/1M, 0.5-5 in half stars for ML-10M and
+later, a ratings file's own range otherwise):
 
 - mf, dense: ``predict(users: Tensor[B] int64, items: Tensor[B] int64) -> Tensor[B]``;
   ``score_all(user: Tensor[1] int64) -> Tensor[n_items + 1]`` (index 0 is padding, ignore it);
@@ -74,7 +76,8 @@ class FileRef(_Strict):
 
 
 class Metrics(_Strict):
-    """Error on a held-out split, in stars and on the tutorial's [0,1] scale ((r-1)/4)."""
+    """Error on a held-out split, in stars and on the [0,1] scale (star error / (rating_max - rating_min);
+    the tutorial's (r-1)/4 on ML-100K)."""
 
     split: str = Field(description="Where these were measured, e.g. 'u1.base->u1.test'", examples=["u1.base->u1.test"])
     n: int = Field(description="Number of held-out ratings")
@@ -86,12 +89,17 @@ class Metrics(_Strict):
 
 
 class DatasetInfo(_Strict):
-    name: str = Field(examples=["ml-100k"])
-    split: str = Field(description="Training data of the artifacts: 'full', 'u1', ...", examples=["full"])
-    sha256: str = Field(description="SHA-256 of the ratings file (u.data) the artifacts were trained from")
+    name: str = Field(
+        description="Layout: ml-100k, ml-1m, ml-10m, ml-latest (20M/25M/32M/latest) or file", examples=["ml-100k"]
+    )
+    split: str = Field(description="Training data of the artifacts: 'full', 'u1', 'random', ...", examples=["full"])
+    sha256: str = Field(description="SHA-256 of the ratings file (u.data, ratings.csv, ...) trained from")
     n_users: int
     n_items: int
     n_ratings: int
+    # Defaults: stores written before the scale was recorded were all ML-100K's 1-5 stars.
+    rating_min: float = Field(default=1.0, description="Lowest rating of the data set; served stars are >= it")
+    rating_max: float = Field(default=5.0, description="Highest rating of the data set; served stars are <= it")
 
 
 class ModelEntry(FileRef):

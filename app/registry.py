@@ -36,12 +36,14 @@ from app.artifacts import (
     MODULE_META_FILE,
     SEQUENCE_LENGTH,
     Catalog,
+    DatasetInfo,
     Item,
     Manifest,
     ModelEntry,
     ModelName,
 )
 from app.errors import (
+    InvalidRequestError,
     NotReadyError,
     RegistryError,
     UnknownGenreError,
@@ -212,6 +214,17 @@ class ModelRegistry:
     def has_user(self, user_id: int) -> bool:
         return self._users.index(user_id) != 0
 
+    def check_ratings(self, ratings: list[float]) -> None:
+        """Raise `InvalidRequestError` unless every given rating is on the store's scale (its manifest's)."""
+        lo, hi = self.manifest.dataset.rating_min, self.manifest.dataset.rating_max
+        outside = [r for r in ratings if not lo <= r <= hi]
+        if outside:
+            raise InvalidRequestError(
+                f"ratings {', '.join(f'{r:g}' for r in outside)} outside this store's scale {lo:g}-{hi:g}",
+                rating_min=lo,
+                rating_max=hi,
+            )
+
     def item_indices(self, item_ids: list[int]) -> np.ndarray:
         """Model indices of raw `item_ids`, in order; `UnknownItemError` names every unknown id."""
         index = self._items.indices(item_ids)
@@ -272,7 +285,7 @@ def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: n
         except Exception as e:
             raise RegistryError(f"{path}: torch.jit.freeze failed: {_first_line(e)}") from None
     try:
-        embeddings = _warm_up(module, kind, manifest.dataset.n_users, manifest.dataset.n_items)
+        embeddings = _warm_up(module, kind, manifest.dataset)
     except Exception as e:
         raise RegistryError(f"{path}: warm-up call failed: {_first_line(e)}") from None
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -289,28 +302,31 @@ def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: n
     )
 
 
-def _warm_up(module: torch.jit.ScriptModule, kind: ModelKind, n_users: int, n_items: int) -> np.ndarray:
+def _warm_up(module: torch.jit.ScriptModule, kind: ModelKind, dataset: DatasetInfo) -> np.ndarray:
     """Call every serving method with real shapes (first and last indices, so a model built for another
-    catalog fails here), check what comes back, and return the item embeddings."""
+    catalog fails here), check what comes back (within the manifest's rating scale), and return the item
+    embeddings."""
+    n_users, n_items = dataset.n_users, dataset.n_items
+    scale = (dataset.rating_min, dataset.rating_max)
     n_out = n_items + 1
     with torch.inference_mode():
         for _ in range(WARMUP_CALLS):
             if kind == "pair":
                 users = torch.tensor([1, n_users, 1], dtype=torch.int64)
                 items = torch.tensor([1, n_items, n_items], dtype=torch.int64)
-                _check_stars("predict", module.predict(users, items), (3,))
-                _check_stars("score_all", module.score_all(users[:1]), (n_out,))
+                _check_stars("predict", module.predict(users, items), (3,), scale)
+                _check_stars("score_all", module.score_all(users[:1]), (n_out,), scale)
             else:
                 items = torch.zeros((1, SEQUENCE_LENGTH), dtype=torch.int64)
                 items[0, -3:] = torch.tensor([1, n_items, 1])
                 ratings = torch.zeros((1, SEQUENCE_LENGTH), dtype=torch.float32)
-                ratings[0, -3:-1] = torch.tensor([4.0, 2.0])
-                _check_stars("predict", module.predict(items, ratings), (1, SEQUENCE_LENGTH))
+                ratings[0, -3:-1] = torch.tensor([scale[1], scale[0]])
+                _check_stars("predict", module.predict(items, ratings), (1, SEQUENCE_LENGTH), scale)
                 context = (items[:, 1:], ratings[:, 1:])
-                _check_stars("score_next", module.score_next(*context), (n_out,))
+                _check_stars("score_next", module.score_next(*context), (n_out,), scale)
                 users = torch.tensor([1, n_users], dtype=torch.int64)
-                _check_stars("score_all", module.score_all(users[:1]), (n_out,))
-                _check_stars("score_all", module.score_all(users[1:]), (n_out,))
+                _check_stars("score_all", module.score_all(users[:1]), (n_out,), scale)
+                _check_stars("score_all", module.score_all(users[1:]), (n_out,), scale)
         embeddings = module.item_embeddings().detach().to(torch.float32)
     if embeddings.dim() != 2 or embeddings.shape[0] != n_out:
         raise ValueError(f"item_embeddings() has shape {tuple(embeddings.shape)}, expected ({n_out}, d)")
@@ -329,11 +345,12 @@ def _check_finite_tables(path: Path, module: torch.jit.ScriptModule) -> None:
         raise RegistryError(f"{path}: {', '.join(bad)} contain NaN or infinity")
 
 
-def _check_stars(method: str, out: torch.Tensor, shape: tuple[int, ...]) -> None:
+def _check_stars(method: str, out: torch.Tensor, shape: tuple[int, ...], scale: tuple[float, float]) -> None:
     if tuple(out.shape) != shape:
         raise ValueError(f"{method}() returned shape {tuple(out.shape)}, expected {shape}")
-    if not torch.isfinite(out).all() or out.min() < 1.0 or out.max() > 5.0:
-        raise ValueError(f"{method}() returned values outside [1, 5] stars")
+    lo, hi = scale
+    if not torch.isfinite(out).all() or out.min() < lo or out.max() > hi:
+        raise ValueError(f"{method}() returned values outside [{lo:g}, {hi:g}] stars (the manifest's rating scale)")
 
 
 def _first_line(error: BaseException) -> str:

@@ -88,7 +88,11 @@ Genre = Annotated[
     str,
     Field(min_length=1, max_length=MAX_GENRE_LENGTH, description="A genre, any case", json_schema_extra=CATALOG_GENRE),
 ]
-Stars = Annotated[float, Field(strict=True, ge=1, le=5, description="A rating in stars, 1 to 5")]
+# The scale is the store's (GET /models: dataset.rating_min..rating_max, 1-5 on ML-100K, 0.5-5 on the half-star
+# sets); the service checks it, so a schema bound here would wrongly refuse half stars or another scale.
+Stars = Annotated[
+    float, Field(strict=True, gt=0, description="A rating in stars, on the store's scale (1 to 5 for ML-100K)")
+]
 
 
 class _Schema(BaseModel):
@@ -157,7 +161,7 @@ class SequencePredictRequest(_Request):
 
 class Prediction(_Schema):
     item_id: int
-    rating: float = Field(description="Predicted stars in [1, 5]")
+    rating: float = Field(description="Predicted stars, clamped to the store's scale ([1, 5] for ML-100K)")
 
 
 class PredictResponse(_Schema):

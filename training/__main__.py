@@ -1,4 +1,5 @@
-"""`python -m training`: train the three models on MovieLens 100K and export them to a model store.
+"""`python -m training`: train the three models on MovieLens (any release) or your own ratings file, and export
+them to a model store.
 
 ``torchrun --nproc_per_node=N -m training ...`` trains data-parallel on N processes (`training.distributed`);
 rank 0 prints the table and exports.
@@ -16,9 +17,10 @@ import torch
 
 from app.artifacts import DEFAULT_KEEP_VERSIONS
 from training import distributed
-from training.data import CANONICAL_SPLITS, SPLITS, DataError, load_movielens
+from training.data import SPLITS, DataError, MovieLens, check_split_name, load_dataset
 from training.datasource import DATA_ENV, DataSourceError, resolve_data_dir
 from training.export import ExportError
+from training.loaders import Columns
 from training.pipeline import MODELS, Outcome, run
 
 # The tutorial's test RMSE on the [0,1] scale, printed beside ours for comparison.
@@ -27,8 +29,18 @@ TUTORIAL_RMSE_SCALED = {"mf": 0.66, "dense": 0.28, "lstm": 0.43}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("--data", help=f"ML-100K directory or ml-100k.zip (default: ${DATA_ENV}, cache, or download)")
-    p.add_argument("--split", default="u1", choices=SPLITS, help="training split; 'full' uses every rating")
+    p.add_argument(
+        "--data",
+        help=f"a MovieLens folder or zip (100K, 1M, 10M, 20M, 25M, 32M, latest), or a ratings file (.csv, .tsv, "
+        f".parquet) (default: ${DATA_ENV}, cache, or a download of ML-100K)",
+    )
+    p.add_argument(
+        "--split",
+        default="u1",
+        help=f"training split: {', '.join(SPLITS)} or cvI/K; u1..ub exist for ML-100K only; 'random' holds out a "
+        f"seeded 20%%, 'temporal' each user's last 10, 'full' uses every rating",
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the random and cvI/K splits")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of mf,dense,lstm")
     p.add_argument("--out", type=Path, default=Path("models_store"), help="model store directory to write")
     p.add_argument("--no-export", action="store_true", help="train and evaluate only")
@@ -43,10 +55,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--eval-split",
         default=None,
-        choices=CANONICAL_SPLITS,
-        help="only with --split full: the split whose test part the recorded metrics come from (default u1); "
-        "any other split is measured on its own test part",
+        help="with --split full: the split whose test metrics are recorded (default u1 where the data set has "
+        "it, else random); 'none' records none and trains once",
     )
+    g = p.add_argument_group("your own ratings file (with --data FILE)")
+    g.add_argument("--user-col", default="user", help="user id column (integers)")
+    g.add_argument("--item-col", default="item", help="item id column (integers), also in --items")
+    g.add_argument("--rating-col", default="rating", help="rating column (numbers)")
+    g.add_argument("--timestamp-col", default="timestamp", help="unix-seconds column; absent: file order is time")
+    g.add_argument("--sep", default=None, help="field separator (default: by suffix, .csv comma, .tsv tab)")
+    g.add_argument("--items", type=Path, default=None, help="items file: --item-col, title[, genres '|'-separated]")
+    g.add_argument("--rating-min", type=float, default=None, help="scale's lowest rating (default: the data's)")
+    g.add_argument("--rating-max", type=float, default=None, help="scale's highest rating (default: the data's)")
     p.add_argument("--no-download", action="store_true", help="never download the data set")
     # Minibatches of a few hundred ratings are too small to gain from intra-op threads, and spare threads spin
     # against anything else on the machine (measured 10x slower on a busy 2-core box with 2 threads).
@@ -67,13 +87,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--seed must be 0 or more (numpy seeds are non-negative), not {args.seed}")
     if args.eval_split is not None and args.split != "full":
         p.error(f"--eval-split applies only with --split full; --split {args.split} is measured on its own test part")
-    args.eval_split = args.eval_split or "u1"
     if not args.no_export:
         out: Path = args.out
         blocker = next((d for d in (out, *out.parents) if d.exists() and not d.is_dir()), None)
         if blocker is not None:
             p.error(f"--out {out}: {blocker} is a file, not a directory; give a model store directory")
+    for option, value in (("--split", args.split), ("--eval-split", args.eval_split)):
+        if value is None or (option == "--eval-split" and value == "none"):
+            continue
+        try:
+            check_split_name(value)
+        except DataError as e:
+            p.error(f"{option}: {e}")
+        if option == "--eval-split" and value == "full":
+            p.error("--eval-split: full has no test ratings to measure")
     return args
+
+
+def columns(args: argparse.Namespace) -> Columns:
+    """The generic ratings file's columns and options, from the command line."""
+    return Columns(
+        user=args.user_col,
+        item=args.item_col,
+        rating=args.rating_col,
+        timestamp=args.timestamp_col or None,
+        sep=args.sep,
+        items=args.items,
+        rating_min=args.rating_min,
+        rating_max=args.rating_max,
+    )
+
+
+def eval_split_for(data: MovieLens, requested: str | None) -> str | None:
+    """The evaluation split of a ``full`` run: as requested, else u1 where the data set ships it, else random."""
+    if requested == "none":
+        return None
+    if requested is not None:
+        return requested
+    return "u1" if "u1" in data.canonical_splits else "random"
 
 
 def table(outcomes: list[Outcome], seconds: float) -> str:
@@ -113,8 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
-        directory = resolve_data_dir(args.data, download=not args.no_download)
-        data = load_movielens(directory)
+        source = resolve_data_dir(args.data, download=not args.no_download)
+        loaded = time.perf_counter()
+        data = load_dataset(source, columns(args))
+        logging.getLogger("training").info(
+            "loaded %s (%s): %d ratings, %d users, %d items, stars %g-%g in %.1f s",
+            source,
+            data.name,
+            len(data.ratings),
+            data.ratings.num_users,
+            data.ratings.num_items,
+            *data.rating_scale,
+            time.perf_counter() - loaded,
+        )
+        for note in data.notes:
+            logging.getLogger("training").warning("%s: %s", source, note)
         outcomes = run(
             data,
             split=args.split,
@@ -122,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             out=None if args.no_export else args.out,
             seed=args.seed,
             max_epochs=args.epochs,
-            eval_split=args.eval_split,
+            eval_split=eval_split_for(data, args.eval_split),
+            split_seed=args.split_seed,
             keep_versions=args.keep_versions,
         )
     except (DataSourceError, DataError, ExportError) as e:

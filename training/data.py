@@ -1,27 +1,53 @@
-"""MovieLens 100K: parse the GroupLens files into one `Interactions` type with its splits.
+"""Ratings data: every supported layout into one `Interactions` type, with its splits.
 
 Every model consumes `Interactions` (after spotlight): parallel arrays of user and item *indices* (1..n; 0 is
-padding), star ratings and timestamps, plus the sizes of the index spaces. Raw MovieLens ids become indices through
-the complete user and item lists in `u.user` / `u.item`, so every split shares one index space.
+padding), star ratings and timestamps, the sizes of the index spaces and the rating scale. For ML-100K raw ids
+become indices through the complete user and item lists in `u.user` / `u.item`; for the other layouts
+(`training.loaders`) through the users and items that have ratings, in raw id order. Every split of one data set
+shares its index space.
+
+Splits: ML-100K's canonical folds (u1..u5, ua, ub) where the data set has them; for every data set ``random``
+(a seeded 80/20 of all ratings), ``temporal`` (each user's last `TEMPORAL_LAST` ratings held out), ``cvI/K``
+(fold I of a seeded K-fold partition) and ``full`` (everything, no test).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from training.loaders import Columns, DataError, RawDataset, detect_layout, read_layout
+
+__all__ = ["DataError"]
+
+log = logging.getLogger(__name__)
+
 GENRES_FILE = "u.genre"
 CANONICAL_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
-SPLITS = (*CANONICAL_SPLITS, "full")
+GENERAL_SPLITS = ("random", "temporal", "full")
+SPLITS = (*CANONICAL_SPLITS, *GENERAL_SPLITS)
+RANDOM_TEST_FRACTION = 0.2
+TEMPORAL_LAST = 10  # ratings per user held out by the temporal split (users with fewer + 1 stay in train)
+_CV = re.compile(r"^cv(\d+)/(\d+)$")
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and, where there is one, the line."""
+def check_split_name(name: str) -> None:
+    """Raise `DataError` unless `name` is a split some data set has (see the module docstring)."""
+    match = _CV.match(name)
+    if match:
+        fold, k = int(match.group(1)), int(match.group(2))
+        if not (k >= 2 and 1 <= fold <= k):
+            raise DataError(f"split {name!r}: fold I of K needs K >= 2 and 1 <= I <= K")
+        return
+    if name not in SPLITS:
+        raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)} or cvI/K (e.g. cv1/5)")
 
 
 # Age bands of the GroupLens demographics (u.user); each band is one user feature.
@@ -52,10 +78,11 @@ class Interactions:
     Parameters
     ----------
     user_ids, item_ids : int64 arrays of indices in 1..num_users / 1..num_items (0 is padding)
-    ratings : float32 stars in [1, 5]
-    timestamps : int64 unix seconds
+    ratings : float32 stars in [rating_min, rating_max]
+    timestamps : int64 unix seconds (or any order: the file order of a ratings file without timestamps)
     num_users, num_items : sizes of the index spaces (embeddings need one more row, for padding)
     features : side features of the same users and items, where known
+    rating_min, rating_max : the data set's rating scale; training maps it onto [0, 1]
     """
 
     user_ids: np.ndarray
@@ -65,6 +92,8 @@ class Interactions:
     num_users: int
     num_items: int
     features: SideFeatures | None = None
+    rating_min: float = 1.0
+    rating_max: float = 5.0
 
     def __post_init__(self) -> None:
         f = self.features
@@ -83,22 +112,27 @@ class Interactions:
             raise ValueError(f"Interactions: user index outside 1..{self.num_users}")
         if self.item_ids.min() < 1 or self.item_ids.max() > self.num_items:
             raise ValueError(f"Interactions: item index outside 1..{self.num_items}")
-        if not np.all(np.isfinite(self.ratings)) or self.ratings.min() < 1 or self.ratings.max() > 5:
-            raise ValueError("Interactions: ratings must be finite stars in [1, 5]")
+        if not self.rating_min < self.rating_max:
+            raise ValueError(f"Interactions: empty rating scale {self.rating_min}..{self.rating_max}")
+        lo, hi = self.rating_min, self.rating_max
+        if not np.all(np.isfinite(self.ratings)) or self.ratings.min() < lo or self.ratings.max() > hi:
+            raise ValueError(f"Interactions: ratings must be finite stars in [{lo:g}, {hi:g}]")
 
     def __len__(self) -> int:
         return len(self.user_ids)
 
+    @property
+    def rating_scale(self) -> tuple[float, float]:
+        return self.rating_min, self.rating_max
+
     def subset(self, index: np.ndarray) -> Interactions:
         """The interactions at `index` (a boolean mask or integer positions), same index space."""
-        return Interactions(
-            self.user_ids[index],
-            self.item_ids[index],
-            self.ratings[index],
-            self.timestamps[index],
-            self.num_users,
-            self.num_items,
-            self.features,
+        return replace(
+            self,
+            user_ids=self.user_ids[index],
+            item_ids=self.item_ids[index],
+            ratings=self.ratings[index],
+            timestamps=self.timestamps[index],
         )
 
     def time_order(self) -> np.ndarray:
@@ -123,32 +157,88 @@ class Interactions:
         idx = np.where(valid, idx, 0)
         return np.where(valid, items[idx], 0), np.where(valid, ratings[idx], 0.0).astype(np.float32)
 
-    def to_histories(self, window: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every user's whole history as one row, cut into windows of `window` steps.
+    def to_histories(self, window: int = 10) -> Histories:
+        """Every user's whole history in time order, CSR by user index (no users x longest-history array).
 
-        Row ``u`` (for user index ``u``; row 0 is empty) is the user's items in time order, left-padded with 0 so
-        the first window is the short one and every window boundary falls on a multiple of `window`, then
-        right-padded to a common width. Returns ``(items, ratings, offsets, lengths)``: ``offsets[u]`` is the
-        number of left pads, ``lengths[u]`` the number of interactions.
+        `Histories.padded` lays out the rows of a batch of users the way the LSTM runs them: left-padded with 0
+        so the first window is the short one and every window boundary falls on a multiple of `window`, then
+        right-padded to the batch's longest.
         """
         indptr, order = self.user_histories()
-        lengths = np.diff(indptr)
-        offsets = (-lengths) % window
-        width = int((offsets + lengths).max(initial=0))
-        width += (-width) % window
-        rows = np.repeat(np.arange(self.num_users + 1), lengths)
-        cols = offsets[rows] + np.arange(len(order)) - indptr[rows]
-        items = np.zeros((self.num_users + 1, width), dtype=np.int64)
-        ratings = np.zeros((self.num_users + 1, width), dtype=np.float32)
-        items[rows, cols] = self.item_ids[order]
-        ratings[rows, cols] = self.ratings[order]
-        return items, ratings, offsets, lengths
+        return Histories(indptr, self.item_ids[order], self.ratings[order], window)
 
     def user_histories(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR view of each user's interactions in time order: ``(indptr [num_users + 2], positions)``."""
         order = self.time_order()
         counts = np.bincount(self.user_ids, minlength=self.num_users + 1)
         return np.r_[0, np.cumsum(counts)], order
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Users' histories in time order: user ``u``'s items are ``items[indptr[u]:indptr[u + 1]]`` (CSR).
+
+    Memory is linear in ratings; padded rectangles exist only per batch of users (`padded`, `buckets`).
+    """
+
+    indptr: np.ndarray  # [num_users + 2] int64
+    items: np.ndarray  # int64, users' items back to back
+    ratings: np.ndarray  # float32, alongside
+    window: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Interactions of each user index ``[num_users + 1]``."""
+        return np.diff(self.indptr)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Left pads of each user, so every window boundary falls on a multiple of `window`."""
+        return (-self.lengths) % self.window
+
+    @property
+    def ends(self) -> np.ndarray:
+        """Padded length of each user's row (pads plus interactions)."""
+        return self.offsets + self.lengths
+
+    def padded(self, users: np.ndarray, min_width: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(items [B, W], ratings [B, W], ends [B])`` of `users`, rows laid out as `to_histories` says.
+
+        ``W`` is the batch's longest padded row (at least `min_width`), so memory is batch x its longest.
+        """
+        users = np.asarray(users, dtype=np.int64)
+        lengths = self.lengths[users]
+        offsets = (-lengths) % self.window
+        ends = offsets + lengths
+        width = max(int(ends.max(initial=0)), min_width)
+        width += (-width) % self.window
+        rows = np.repeat(np.arange(len(users)), lengths)
+        starts = self.indptr[users]
+        within = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = np.repeat(starts, lengths) + within
+        items = np.zeros((len(users), width), dtype=np.int64)
+        ratings = np.zeros((len(users), width), dtype=np.float32)
+        cols = np.repeat(offsets, lengths) + within
+        items[rows, cols] = self.items[src]
+        ratings[rows, cols] = self.ratings[src]
+        return items, ratings, ends
+
+    def buckets(self, users: np.ndarray, max_cells: int = 1 << 20) -> Iterator[np.ndarray]:
+        """`users` in batches of similar length, each at most `max_cells` padded cells (a longer history
+        gets a batch of its own), so evaluation memory is bounded whatever the longest history."""
+        users = np.asarray(users, dtype=np.int64)
+        ends = np.maximum(self.ends[users], 1)
+        order = np.argsort(ends, kind="stable")
+        lo = 0
+        while lo < len(order):
+            # The batch's width is its last (longest) row's: grow while rows x width stays within budget.
+            hi = lo + 1
+            step = max(1, max_cells // int(ends[order[lo]]))
+            hi = min(len(order), lo + step)
+            while hi > lo + 1 and (hi - lo) * int(ends[order[hi - 1]]) > max_cells:
+                hi = lo + max(1, max_cells // int(ends[order[hi - 1]]))
+            yield users[order[lo:hi]]
+            lo = hi
 
 
 @dataclass(frozen=True)
@@ -161,19 +251,59 @@ class MovieLens:
     items: pd.DataFrame  # item_id, title, year, genres (list of names), in index order
     genres: list[str]
     directory: Path
-    sha256: str  # of u.data
+    sha256: str  # of the ratings file (u.data, ratings.dat, ratings.csv or the given file)
+    name: str = "ml-100k"  # layout: ml-100k, ml-1m, ml-10m, ml-latest or file
+    canonical_splits: tuple[str, ...] = CANONICAL_SPLITS  # the folds shipped as files (ML-100K's only)
+    notes: list[str] = field(default_factory=list)  # what the loader assumed, for the CLI to print
 
-    def split(self, name: str) -> tuple[Interactions, Interactions]:
-        """``(train, test)`` for a canonical split (u1..u5, ua, ub) or ``full`` (test is empty)."""
+    @property
+    def rating_scale(self) -> tuple[float, float]:
+        return self.ratings.rating_scale
+
+    def split(self, name: str, seed: int = 0) -> tuple[Interactions, Interactions]:
+        """``(train, test)`` for a split named as in the module docstring (``full``: test is empty).
+
+        `seed` drives ``random`` and ``cvI/K`` only; the same seed gives the same split.
+        """
+        check_split_name(name)
+        r = self.ratings
         if name == "full":
-            return self.ratings, self.ratings.subset(np.zeros(len(self.ratings), dtype=bool))
-        if name not in CANONICAL_SPLITS:
-            raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+            return r, r.subset(np.zeros(len(r), dtype=bool))
+        if name == "random":
+            test = np.random.default_rng(seed).random(len(r)) < RANDOM_TEST_FRACTION
+            return r.subset(~test), r.subset(test)
+        if name == "temporal":
+            return temporal_split(r, TEMPORAL_LAST)
+        if match := _CV.match(name):
+            fold, k = int(match.group(1)), int(match.group(2))
+            # A seeded permutation dealt round-robin: K disjoint folds of equal size (+-1) covering every rating.
+            which = np.empty(len(r), dtype=np.int64)
+            which[np.random.default_rng(seed).permutation(len(r))] = np.arange(len(r)) % k
+            test = which == fold - 1
+            return r.subset(~test), r.subset(test)
+        if name not in self.canonical_splits:
+            raise DataError(
+                f"{self.name} has no canonical split {name!r} (only ML-100K ships u1..u5, ua, ub); use one of "
+                f"{', '.join(GENERAL_SPLITS)} or cvI/K"
+            )
         return self._read_ratings(f"{name}.base"), self._read_ratings(f"{name}.test")
 
     def _read_ratings(self, filename: str) -> Interactions:
         ratings = _ratings(self.directory / filename, self.user_raw_ids, self.item_raw_ids)
         return replace(ratings, features=self.ratings.features)
+
+
+def temporal_split(data: Interactions, last: int) -> tuple[Interactions, Interactions]:
+    """Each user's `last` latest ratings (by time, then item) as test; users with at most `last` ratings
+    stay wholly in train, so every test user is known."""
+    indptr, order = data.user_histories()
+    lengths = np.diff(indptr)
+    users = np.repeat(np.arange(len(lengths)), lengths)
+    rank_from_end = indptr[users + 1] - 1 - np.arange(len(order))  # 0 for each user's latest
+    held = (rank_from_end < last) & (lengths[users] > last)
+    test = np.zeros(len(data), dtype=bool)
+    test[order[held]] = True
+    return data.subset(~test), data.subset(test)
 
 
 def validation_split(
@@ -184,8 +314,34 @@ def validation_split(
     return train.subset(~mask), train.subset(mask)
 
 
+def load_dataset(path: Path, columns: Columns | None = None) -> MovieLens:
+    """Read a data set in any supported layout (`training.loaders.LAYOUTS`): a folder or a ratings file.
+
+    Parameters
+    ----------
+    path : a folder in a MovieLens layout, or a generic ratings file (CSV, TSV or Parquet)
+    columns : column names and options of a generic ratings file (ignored for MovieLens layouts)
+
+    Raises
+    ------
+    DataError
+        An unknown layout (the message lists what was found and what is supported), a missing file, or a
+        malformed line (named by file and line, or Parquet row). Nothing is written before all is read.
+    """
+    from training.loaders import describe_unknown
+
+    path = Path(path)
+    layout = detect_layout(path)
+    if layout is None:
+        raise DataError(describe_unknown(path, "--data"))
+    if layout == "ml-100k":
+        return load_movielens(path)
+    raw = read_layout(path, layout, columns)
+    return from_raw(raw)
+
+
 def load_movielens(directory: Path) -> MovieLens:
-    """Read u.user, u.item, u.genre and u.data from a GroupLens ML-100K directory.
+    """Read u.user, u.item, u.genre and u.data from a GroupLens ML-100K directory (other layouts: `load_dataset`).
 
     Raises
     ------
@@ -326,3 +482,107 @@ def _index(path: Path, kind: str, raw: np.ndarray, known: np.ndarray) -> np.ndar
     if len(bad):
         raise DataError(f"{path}:{bad[0] + 1}: unknown {kind} id {raw[bad[0]]}")
     return (pos + 1).astype(np.int64)
+
+
+def from_raw(raw: RawDataset) -> MovieLens:
+    """Index a `RawDataset`: users and items that have ratings, in raw id order, become indices 1..n.
+
+    Items rated but missing from the items file are an error naming the first such line; items listed but
+    never rated are left out (their embeddings would never be trained). Genres become item features wherever
+    the data set has them; ML-1M's demographics become user features; both are skipped where absent.
+    """
+    r = raw.ratings
+    lo, hi = raw.rating_scale
+    rating = r["rating"].to_numpy(np.float32)
+    bad = np.flatnonzero((rating < lo) | (rating > hi))
+    if len(bad):
+        raise DataError(f"{raw.where(int(bad[0]))}: rating {rating[bad[0]]:g} outside {lo:g}-{hi:g}")
+    users = r["user"].to_numpy(np.int64)
+    items = r["item"].to_numpy(np.int64)
+    user_raw, user_idx = np.unique(users, return_inverse=True)
+    item_raw, item_idx = np.unique(items, return_inverse=True)
+    titles: list[str]
+    genre_lists: list[list[str]]
+    if raw.items is not None:
+        known = raw.items.sort_values("item_id", kind="stable")
+        known_ids = known["item_id"].to_numpy(np.int64)
+        pos = np.minimum(np.searchsorted(known_ids, item_raw), len(known_ids) - 1)
+        missing = np.flatnonzero(known_ids[pos] != item_raw) if len(known_ids) else np.arange(len(item_raw))
+        if len(missing):
+            row = int(np.flatnonzero(items == item_raw[missing[0]])[0])
+            raise DataError(f"{raw.where(row)}: item id {item_raw[missing[0]]} is not in {raw.items_path}")
+        picked = known.iloc[pos]
+        titles = [str(t) for t in picked["title"]]
+        genre_lists = list(picked["genres"])
+    else:
+        titles = [f"Item {i}" for i in item_raw]
+        genre_lists = [[] for _ in item_raw]
+    genres = sorted({g for gs in genre_lists for g in gs})
+    item_frame = pd.DataFrame(
+        {
+            "item_id": item_raw,
+            "title": titles,
+            "year": pd.array([_year(t, "") for t in titles], dtype="Int64"),
+            "genres": genre_lists,
+        }
+    )
+    interactions = Interactions(
+        (user_idx + 1).astype(np.int64),
+        (item_idx + 1).astype(np.int64),
+        rating,
+        r["timestamp"].to_numpy(np.int64),
+        len(user_raw),
+        len(item_raw),
+        rating_min=lo,
+        rating_max=hi,
+    )
+    features = _raw_features(raw, user_raw, genre_lists, genres)
+    if features is not None:
+        interactions = replace(interactions, features=features)
+    return MovieLens(
+        ratings=interactions,
+        user_raw_ids=user_raw,
+        item_raw_ids=item_raw,
+        items=item_frame,
+        genres=genres,
+        directory=raw.ratings_path.parent,
+        sha256=_file_sha256(raw.ratings_path),
+        name=raw.name,
+        canonical_splits=(),
+        notes=list(raw.notes),
+    )
+
+
+def _raw_features(
+    raw: RawDataset, user_raw: np.ndarray, genre_lists: list[list[str]], genres: list[str]
+) -> SideFeatures | None:
+    """Genre features for items and ML-1M demographics for users; None when the data set has neither."""
+    if not genres and raw.users is None:
+        return None
+    code = {g: k + 1 for k, g in enumerate(genres)}
+    width = max(1, max((len(g) for g in genre_lists), default=0))
+    item_features = np.zeros((len(genre_lists) + 1, width), np.int64)
+    for row, names in enumerate(genre_lists, 1):
+        item_features[row, : len(names)] = [code[g] for g in names]
+    if raw.users is None:
+        # No demographics: a user-feature table with no features (index 0 only), so the MF learns none.
+        user_features, n_user_features = np.zeros((len(user_raw) + 1, 1), np.int64), 0
+    else:
+        table = raw.users.sort_values("user_id", kind="stable")
+        ids = table["user_id"].to_numpy(np.int64)
+        pos = np.minimum(np.searchsorted(ids, user_raw), len(ids) - 1)
+        if len(ids) == 0 or (ids[pos] != user_raw).any():
+            raise DataError(f"{raw.ratings_path.parent / 'users.dat'}: some rated users are missing")
+        rows = table.iloc[pos]
+        occupations = sorted(set(rows["occupation"]))
+        band = np.digitize(rows["age"].to_numpy(), AGE_BANDS) + 1
+        gender = len(AGE_BANDS) + 2 + (rows["gender"].to_numpy() == "M").astype(np.int64)
+        occupation = len(AGE_BANDS) + 4 + np.searchsorted(occupations, rows["occupation"].to_numpy())
+        user_features = np.vstack([np.zeros((1, 3), np.int64), np.stack([band, gender, occupation], axis=1)])
+        n_user_features = len(AGE_BANDS) + 3 + len(occupations)
+    return SideFeatures(user_features.astype(np.int64), item_features, n_user_features, len(genres))
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

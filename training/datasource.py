@@ -1,16 +1,23 @@
-"""Find the MovieLens 100K files, so the loader can read `u.data`, `u.item`, ... from a plain directory.
+"""Find the ratings data, so the loaders (`training.loaders`) can read it from a plain folder or file.
 
 `resolve_data_dir` tries, in order:
 
 1. an explicit source (the CLI's ``--data``),
 2. the ``RECSYS_DATA_DIR`` environment variable,
 3. an already extracted cache, ``<cache>/ml-100k``,
-4. a download of the official zip into the cache.
+4. a download of the official ML-100K zip into the cache.
 
-A source is a directory holding ``u.data``, a directory holding ``ml-100k/u.data``, or a path to the official
-``ml-100k.zip``. Every zip is checked against a SHA-256 digest before it is opened, and is extracted into the
-cache through a temporary directory that is renamed into place, so an interrupted run never leaves a half
-directory that a later run would mistake for a complete one.
+A source is a folder in any supported layout (`training.loaders.LAYOUTS`: ML-100K, ML-1M, ML-10M, ML-20M/25M/
+32M/latest), a folder holding one such folder (``ml-25m/``), a zip of one, or a single ratings file (CSV, TSV,
+Parquet), which is returned as it is. A folder or file is trusted as given.
+
+Zips: the digest of every zip is computed before it is opened. A download must match its known digest
+(`KNOWN_ZIPS`); a zip the user gives is "official" when its digest is a known one and otherwise taken as the
+user's own (e.g. ml-100k zipped by hand), which is accepted with a note: corruption still fails, since every
+member's CRC-32 is checked as it is extracted. Only ML-100K's digest is recorded here: the others could not be
+verified on this machine, and a wrong digest would reject the real file. Extraction goes into the cache through
+a temporary directory that is renamed into place, so an interrupted run never leaves a half directory that a
+later run would mistake for a complete one.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from pathlib import Path, PurePosixPath
 import httpx
 from tqdm import tqdm
 
+from training.loaders import describe_unknown, detect_layout
+
 __all__ = [
     "CACHE_ENV",
     "DATA_ENV",
+    "KNOWN_ZIPS",
     "ML100K_SHA256",
     "ML100K_URL",
     "DataSourceError",
@@ -40,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_SHA256 = "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
+# SHA-256 of the official GroupLens zips, by file name. Add one only when it is certain (see the module docstring).
+KNOWN_ZIPS = {"ml-100k.zip": ML100K_SHA256}
 DATA_ENV = "RECSYS_DATA_DIR"
 CACHE_ENV = "RECSYS_CACHE_DIR"
 
@@ -54,13 +66,13 @@ _TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 _CHUNK = 1 << 16
 
 _HOW_TO_PROVIDE = (
-    f"pass --data PATH or set the {DATA_ENV} environment variable to a directory containing u.data "
-    f"(or to the official ml-100k.zip)"
+    f"pass --data PATH or set the {DATA_ENV} environment variable to a MovieLens folder (e.g. one containing "
+    f"u.data), a MovieLens zip, or your own ratings file"
 )
 
 
 class DataSourceError(Exception):
-    """The MovieLens 100K files could not be found or obtained; the message says what to do about it."""
+    """The ratings data could not be found or obtained; the message says what to do about it."""
 
 
 def default_cache_dir() -> Path:
@@ -84,37 +96,38 @@ def resolve_data_dir(
     *,
     cache_dir: Path | None = None,
     url: str = ML100K_URL,
-    sha256: str | None = ML100K_SHA256,
+    sha256: str | None = None,
     download: bool = True,
 ) -> Path:
-    """Return a directory containing the MovieLens 100K files (``u.data``, ``u.item``, ...).
+    """Return a folder in a supported layout, or a single ratings file.
 
     Parameters
     ----------
     source
-        A directory containing ``u.data``, a directory containing ``ml-100k/u.data``, or the official zip.
-        When ``None``, the ``RECSYS_DATA_DIR`` environment variable is used in its place (same forms),
-        then the cache, then a download.
+        A folder in a supported layout, a folder holding one, a zip of one, or a ratings file (.csv, .tsv,
+        .parquet). When ``None``, the ``RECSYS_DATA_DIR`` environment variable is used in its place (same
+        forms), then the cache, then a download of ML-100K.
     cache_dir
         Where zips are extracted and downloads are kept; defaults to `default_cache_dir()`.
     url
         Where to download the official zip from.
     sha256
-        Hex digest every zip (given or downloaded) must match. ``None`` skips the check, for callers that
-        knowingly use another zip.
+        Hex digest every zip (given or downloaded) must match. ``None``: a download must match its entry in
+        `KNOWN_ZIPS`, and a given zip is accepted whatever its digest (official when known, else the user's).
     download
         When ``False``, never touch the network: fail instead of downloading.
 
     Returns
     -------
     Path
-        A directory in which ``u.data`` exists.
+        A folder `training.loaders.detect_layout` recognises, or a ratings file.
 
     Raises
     ------
     DataSourceError
-        If a given path is missing or is not a MovieLens 100K directory or zip, a zip fails its checksum or is
-        unsafe, or nothing was found and the download is disabled or failed.
+        If a given path is missing or in no known layout (the message lists what it holds and the layouts
+        supported), a zip fails a required checksum or is unsafe, or nothing was found and the download is
+        disabled or failed.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
@@ -137,35 +150,59 @@ def resolve_data_dir(
     if cached_zip.is_file():
         # Left by an earlier download whose extraction did not finish; it is ours, so a bad one may go.
         try:
-            _verify(cached_zip, sha256)
+            _verify(cached_zip, sha256 or KNOWN_ZIPS.get(PurePosixPath(url).name))
         except DataSourceError as exc:
             logger.warning("Discarding cached %s: %s", cached_zip, exc)
             cached_zip.unlink(missing_ok=True)
         else:
             return _extract(cached_zip, cache)
 
-    _download(url, cached_zip, sha256)
+    _download(url, cached_zip, sha256 or KNOWN_ZIPS.get(PurePosixPath(url).name))
     return _extract(cached_zip, cache)
 
 
 def _from_path(path: Path, origin: str, cache: Path, sha256: str | None) -> Path:
-    """Resolve a user-given path (from ``origin``, named in errors) to a data directory."""
+    """Resolve a user-given path (from ``origin``, named in errors) to a data folder or ratings file."""
     if not path.exists():
         raise DataSourceError(
-            f"MovieLens 100K data not found: {path} (from {origin}) does not exist. Expected a directory "
-            f"containing u.data, or the official ml-100k.zip."
+            f"Data not found: {path} (from {origin}) does not exist. Expected a MovieLens folder (e.g. one "
+            f"containing u.data or ratings.csv), a MovieLens zip, or a ratings file (.csv, .tsv, .parquet)."
         )
     if path.is_dir():
-        for candidate in (path, path / DATASET_DIRNAME):
-            if (candidate / MARKER).is_file():
-                return candidate
-        raise DataSourceError(
-            f"{path} (from {origin}) is a directory but contains neither {MARKER} nor "
-            f"{DATASET_DIRNAME}/{MARKER}. Point it at the extracted MovieLens 100K folder."
-        )
+        if (found := _layout_folder(path)) is not None:
+            return found
+        raise DataSourceError(describe_unknown(path, origin))
+    if path.suffix.lower() != ".zip" and detect_layout(path) == "file":
+        return path  # a ratings file: read as it is (training.loaders.read_ratings_file)
     # A user's file is never deleted, even if it fails the check.
-    _verify(path, sha256, hint="If it is not the official zip, extract it and pass the directory instead.")
+    _check_zip(path, sha256)
     return _extract(path, cache)
+
+
+def _layout_folder(path: Path) -> Path | None:
+    """`path` if it is in a known layout, else its only subfolder that is (``ml-25m/`` in a parent folder)."""
+    if path.is_dir() and detect_layout(path) not in (None, "file"):
+        return path
+    inner = [p for p in sorted(path.iterdir()) if p.is_dir() and detect_layout(p) not in (None, "file")]
+    return inner[0] if len(inner) == 1 else None
+
+
+def _check_zip(path: Path, sha256: str | None) -> None:
+    """An explicit digest must match; otherwise a known digest marks the official zip, any other the user's."""
+    if sha256 is not None:
+        _verify(path, sha256, hint="If it is not the official zip, extract it and pass the directory instead.")
+        return
+    with path.open("rb") as f:
+        actual = hashlib.file_digest(f, "sha256").hexdigest()
+    official = [name for name, digest in KNOWN_ZIPS.items() if digest == actual]
+    if official:
+        logger.info("%s is the official %s (SHA-256 verified)", path, official[0])
+    else:
+        logger.info(
+            "%s is not an official GroupLens zip whose digest is known (SHA-256 %s); reading it as your own",
+            path,
+            actual,
+        )
 
 
 def _verify(path: Path, sha256: str | None, *, hint: str = "") -> None:
@@ -232,36 +269,30 @@ def _check_member(name: str) -> None:
 
 
 def _extract(zip_path: Path, cache: Path) -> Path:
-    """Extract ``zip_path`` into ``<cache>/ml-100k`` atomically and return that directory."""
-    target = cache / DATASET_DIRNAME
+    """Extract ``zip_path`` into ``<cache>/<zip name without .zip>`` atomically; return the data folder in it."""
+    target = cache / (zip_path.stem or DATASET_DIRNAME)
     cache.mkdir(parents=True, exist_ok=True)
     logger.info("Extracting %s into %s", zip_path, target)
     # Inside the cache so the final os.replace is a same-filesystem rename, hence atomic.
-    staging = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.", suffix=".tmp", dir=cache))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache))
     try:
         try:
             with zipfile.ZipFile(zip_path) as zf:
                 members = zf.infolist()
                 for member in members:
                     _check_member(member.filename)
-                zf.extractall(staging, members)
+                zf.extractall(staging, members)  # checks every member's CRC-32: a corrupt zip fails here
         except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
             raise DataSourceError(f"{zip_path} is not a readable zip file ({exc}).") from exc
 
-        if (staging / DATASET_DIRNAME / MARKER).is_file():
-            root = staging / DATASET_DIRNAME
-        elif (staging / MARKER).is_file():
-            root = staging
-        else:
-            raise DataSourceError(
-                f"{zip_path} contains neither {DATASET_DIRNAME}/{MARKER} nor {MARKER}; "
-                f"it does not look like MovieLens 100K."
-            )
+        root = _layout_folder(staging)
+        if root is None:
+            raise DataSourceError(describe_unknown(staging, "the zip", shown=zip_path))
 
         if target.exists():
             # os.replace cannot overwrite a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.", suffix=".old", dir=cache))
-            os.replace(target, old / DATASET_DIRNAME)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=cache))
+            os.replace(target, old / target.name)
             os.replace(root, target)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -11,17 +11,17 @@ from training.data import Interactions
 BATCH = 8192
 
 
-def scale(stars: np.ndarray) -> np.ndarray:
-    """Stars 1..5 to the tutorial's [0,1] scale."""
-    return (stars - 1.0) / 4.0
+def scale(stars: np.ndarray, rating_min: float = 1.0, rating_max: float = 5.0) -> np.ndarray:
+    """Stars on the data set's scale to [0,1] (the tutorial's (r - 1) / 4 on ML-100K)."""
+    return (stars - rating_min) / (rating_max - rating_min)
 
 
-def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """RMSE and MAE in stars and on the [0,1] scale (which is the star error divided by 4)."""
+def error_metrics(predicted: np.ndarray, actual: np.ndarray, span: float = 4.0) -> dict[str, float]:
+    """RMSE and MAE in stars and on the [0,1] scale (the star error divided by the scale's `span`)."""
     err = predicted.astype(np.float64) - actual.astype(np.float64)
     rmse = float(np.sqrt(np.mean(err**2)))
     mae = float(np.mean(np.abs(err)))
-    return {"rmse": rmse, "mae": mae, "rmse_scaled": rmse / 4.0, "mae_scaled": mae / 4.0}
+    return {"rmse": rmse, "mae": mae, "rmse_scaled": rmse / span, "mae_scaled": mae / span}
 
 
 def predict_pairs(model: nn.Module, data: Interactions) -> np.ndarray:
@@ -35,45 +35,57 @@ def predict_pairs(model: nn.Module, data: Interactions) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def sequence_tastes(model: nn.Module, history: Interactions, window: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Run the LSTM over every user's whole history: taste vectors ``[n_users + 1, width + 1, d]`` and the
-    left-pad offsets, so ``tastes[u, offsets[u] + k]`` summarises user u's first k history ratings (zero past
-    the end of the history)."""
-    items, ratings, offsets, lengths = history.to_histories(window)
-    it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
-    ends = offsets + lengths
-    order = np.argsort(ends, kind="stable")  # users of similar length together: little right padding to run
-    chunks = [order[lo : lo + 128] for lo in range(0, len(order), 128)]
-    tastes: torch.Tensor | None = None
+def tastes_at(
+    model: nn.Module, history: Interactions, window: int, users: np.ndarray, positions: np.ndarray
+) -> torch.Tensor:
+    """The LSTM's taste of ``users[j]`` after their first ``positions[j]`` history ratings, ``[len(users), d]``.
+
+    Users run in batches of similar history length with a bounded number of padded cells
+    (`Histories.buckets`), and only the queried positions are kept: memory is linear in ratings and queries,
+    never users x longest history.
+    """
+    hist = history.to_histories(window)
+    offsets = hist.offsets
+    wanted = np.unique(users)
+    # Queries grouped by their user's batch, so each batch finds its queries without scanning all of them.
+    batch_of = np.full(history.num_users + 1, -1, dtype=np.int64)
+    batches = list(hist.buckets(wanted))
+    for b, members in enumerate(batches):
+        batch_of[members] = b
+    query_order = np.argsort(batch_of[users], kind="stable")
+    bounds = np.searchsorted(batch_of[users][query_order], np.arange(len(batches) + 1))
+    out: torch.Tensor | None = None
+    slot = np.empty(history.num_users + 1, dtype=np.int64)
     with torch.inference_mode():
-        for chunk in chunks:
-            # At least one step: a chunk of users without history still gets its starting taste.
-            rows, width = torch.from_numpy(chunk), max(int(ends[chunk].max()), 1)
-            taste = model.run(it[rows, :width], rt[rows, :width])[0]  # type: ignore[operator]
-            if tastes is None:
-                tastes = torch.zeros(len(items), items.shape[1] + 1, taste.shape[-1])
-            tastes[rows, : width + 1] = taste
-    assert tastes is not None
-    return tastes, offsets
+        for b, members in enumerate(batches):
+            # At least one step: a batch of users without history still gets its starting taste.
+            items, ratings, _ = hist.padded(members, min_width=1)
+            taste = model.run(torch.from_numpy(items), torch.from_numpy(ratings))[0]  # type: ignore[operator]
+            if out is None:
+                out = torch.zeros(len(users), taste.shape[-1])
+            q = query_order[bounds[b] : bounds[b + 1]]
+            slot[members] = np.arange(len(members))
+            rows, cols = slot[users[q]], offsets[users[q]] + positions[q]
+            out[torch.from_numpy(q)] = taste[torch.from_numpy(rows), torch.from_numpy(cols)]
+    return out if out is not None else torch.zeros(len(users), int(model.dim) + 1)  # type: ignore[arg-type]
 
 
 def user_tastes(model: nn.Module, history: Interactions, window: int) -> torch.Tensor:
     """Each user's taste after their whole history, ``[n_users + 1, d]``."""
-    tastes, offsets = sequence_tastes(model, history, window)
+    users = np.arange(history.num_users + 1)
     lengths = np.bincount(history.user_ids, minlength=history.num_users + 1)
-    return tastes[torch.arange(len(offsets)), torch.from_numpy(offsets + lengths)]
+    return tastes_at(model, history, window, users, lengths)
 
 
 def predict_sequences(model: nn.Module, history: Interactions, queries: Interactions, window: int) -> np.ndarray:
     """Stars the LSTM predicts for each query (user, item, time) from the user's history before that time."""
-    tastes, offsets = sequence_tastes(model, history, window)
     order = history.time_order()
     shift = np.int64(1) << 32  # one sortable key per (user, time)
     keys = history.user_ids[order] * shift + history.timestamps[order]
     before = np.searchsorted(keys, queries.user_ids * shift + queries.timestamps, side="left")
     first = np.searchsorted(history.user_ids[order], queries.user_ids, side="left")
-    pos = offsets[queries.user_ids] + before - first
+    taste = tastes_at(model, history, window, queries.user_ids, before - first)
     with torch.inference_mode():
-        taste = tastes[torch.from_numpy(queries.user_ids), torch.from_numpy(pos)]
         scaled = model.score_taste(taste, torch.from_numpy(queries.item_ids))  # type: ignore[operator]
-        return (scaled * 4.0 + 1.0).clamp(1.0, 5.0).numpy()
+        lo, hi = history.rating_scale
+        return (scaled * (hi - lo) + lo).clamp(lo, hi).numpy()

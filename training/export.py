@@ -184,12 +184,14 @@ def export_store(
     scripted = {m.name: script(m.network) for m in models}  # the slow part, before taking the lock
     with store_lock(out):
         dataset = DatasetInfo(
-            name="ml-100k",
+            name=data.name,
             split=split,
             sha256=data.sha256,
             n_users=train.num_users,
             n_items=train.num_items,
             n_ratings=len(train),
+            rating_min=train.rating_min,
+            rating_max=train.rating_max,
         )
         carried = _carried_over(out, dataset, cat, {m.name for m in models})
         cat_ref = _write_atomic(out, "catalog", ".json", lambda f: f.write(cat.model_dump_json().encode()))
@@ -254,7 +256,7 @@ def check_export(out: Path, *, data: MovieLens, models: tuple[str, ...] | list[s
     if not (out / MANIFEST_FILE).exists():
         return
     # The split does not matter for carrying over, only the data set and catalog.
-    probe = DatasetInfo(name="ml-100k", split="-", sha256=data.sha256, n_users=0, n_items=0, n_ratings=0)
+    probe = DatasetInfo(name=data.name, split="-", sha256=data.sha256, n_users=0, n_items=0, n_ratings=0)
     _carried_over(out, probe, catalog(data), set(models))
 
 

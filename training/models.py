@@ -80,7 +80,7 @@ def _pair_tensors(data: Interactions) -> list[Tensor]:
     return [
         torch.from_numpy(data.user_ids),
         torch.from_numpy(data.item_ids),
-        torch.from_numpy(scale(data.ratings).astype(np.float32)),
+        torch.from_numpy(scale(data.ratings, *data.rating_scale).astype(np.float32)),
     ]
 
 
@@ -114,7 +114,14 @@ def mf_optimizer(model: MatrixFactorization | FeaturedMF, lr: float) -> Optimize
 def mf_network(train: Interactions, config: MFConfig) -> tuple[MatrixFactorization | FeaturedMF, LossFn]:
     """The network `train_mf` fits on `train`, and its loss: an MF learning side features where `train` has
     them (`FeaturedMF`), else a plain one."""
-    mf = MatrixFactorization(train.num_users, train.num_items, config.dim, float(scale(train.ratings).mean()))
+    mf = MatrixFactorization(
+        train.num_users,
+        train.num_items,
+        config.dim,
+        float(scale(train.ratings, *train.rating_scale).mean()),
+        rating_min=train.rating_min,
+        rating_max=train.rating_max,
+    )
     if train.features is None:
         return mf, lambda m, batch: mf_loss(m, batch, config.reg)  # type: ignore[arg-type]
     f = train.features
@@ -222,7 +229,9 @@ def train_dense(
         config.dim,
         config.hidden,
         config.dropout,
-        float(scale(train.ratings).mean()),
+        float(scale(train.ratings, *train.rating_scale).mean()),
+        rating_min=train.rating_min,
+        rating_max=train.rating_max,
     )
     with torch.no_grad():
         model.user_emb.weight.copy_(mf.user_factors.weight)
@@ -236,7 +245,13 @@ def train_dense(
         penalty = (m.user_emb(users).pow(2).sum(-1) + m.item_emb(items).pow(2).sum(-1)).mean()
         return F.mse_loss(m(users, items), target) + config.reg * penalty
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # SparseAdam for the (sparse) tables, whose L2 is `config.reg` on the rows a batch touches; AdamW for the rest.
+    tables = [model.user_emb.weight, model.item_emb.weight, model.user_bias.weight, model.item_bias.weight]
+    rest = [p for p in model.parameters() if all(p is not t for t in tables)]
+    optimizer = Optimizers(
+        torch.optim.SparseAdam(tables, lr=config.lr),
+        torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay),
+    )
     result = fit(
         model,
         _pair_tensors(train),
@@ -269,18 +284,23 @@ def train_lstm(
         config.dim,
         config.hidden,
         config.dropout,
-        float(scale(train.ratings).mean()),
+        float(scale(train.ratings, *train.rating_scale).mean()),
+        rating_min=train.rating_min,
+        rating_max=train.rating_max,
     )
     with torch.no_grad():
         model.item_out.weight.copy_(mf.item_factors.weight)
         model.item_bias.weight.copy_(mf.item_bias.weight)
-    items, ratings, offsets, lengths = train.to_histories(SEQUENCE_LENGTH)
-    tensors = [torch.from_numpy(items), torch.from_numpy(ratings), torch.from_numpy(offsets + lengths)]
+    # CSR histories; each batch of users is padded to its own longest only (memory: batch x longest, never
+    # users x longest). The rows shuffled are user indices, as the padded rows of every user were before.
+    histories = train.to_histories(SEQUENCE_LENGTH)
+    tensors = [torch.arange(train.num_users + 1)]
     W = SEQUENCE_LENGTH
+    lo_star, span = train.rating_min, train.rating_max - train.rating_min
 
     def loss_fn(m: nn.Module, batch: Sequence[Tensor]) -> Tensor:
         assert isinstance(m, SequenceLSTM)
-        items, ratings, ends = batch
+        items, ratings, ends = (torch.from_numpy(a) for a in histories.padded(batch[0].numpy()))
         # Longest history first: each window runs only the rows whose history reaches it, as packed sequences do.
         ends, order = ends.sort(descending=True)
         items, ratings = items[order], ratings[order]
@@ -298,7 +318,7 @@ def train_lstm(
             # Truncated back-propagation, one window at a time (full BPTT scored the same on u1 at 2x the cost).
             state = (state[0].detach(), state[1].detach(), state[2])
             mask = it > 0
-            err = m.score_taste(taste[:, :-1], it) - (ratings[:rows, lo : lo + W] - 1.0) / 4.0
+            err = m.score_taste(taste[:, :-1], it) - (ratings[:rows, lo : lo + W] - lo_star) / span
             penalty = m.item_out(it).pow(2).sum(-1) + taste[:, :-1, :-1].pow(2).sum(-1)
             total = total + ((err.pow(2) + config.reg * penalty) * mask).sum()
             count += int(mask.sum())

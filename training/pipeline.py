@@ -57,7 +57,8 @@ def evaluate(name: str, network: nn.Module, train: Interactions, test: Interacti
         predicted = predict_sequences(network, train, test, SEQUENCE_LENGTH)
     else:
         predicted = predict_pairs(network, test)
-    return Metrics(split=split, n=len(test), **error_metrics(predicted, test.ratings))
+    span = train.rating_max - train.rating_min
+    return Metrics(split=split, n=len(test), **error_metrics(predicted, test.ratings, span))
 
 
 def validation_parts(train: Interactions, seed: int) -> tuple[Interactions, Interactions]:
@@ -103,6 +104,7 @@ def run(
     seed: int = 0,
     max_epochs: int | None = None,
     eval_split: str | None = "u1",
+    split_seed: int = 0,
     keep_versions: int = DEFAULT_KEEP_VERSIONS,
 ) -> list[Outcome]:
     """Train `models` on `split` and export them to `out`.
@@ -118,7 +120,7 @@ def run(
     if out is not None:
         check_export(out, data=data, models=models)  # refuse before training, not after
     torch.manual_seed(seed)
-    train, test = data.split(split)
+    train, test = data.split(split, split_seed)
     outcomes = []
     for name in models:
         network, result = train_one(name, train, seed, max_epochs)
@@ -127,7 +129,7 @@ def run(
         if len(test):
             metrics = evaluate(name, network, train, test, f"{split}.base->{split}.test")
         elif eval_split:
-            e_train, e_test = data.split(eval_split)
+            e_train, e_test = data.split(eval_split, split_seed)
             e_net, _ = train_one(name, e_train, seed, max_epochs)
             metrics = evaluate(name, e_net, e_train, e_test, f"{eval_split}.base->{eval_split}.test")
             # The same recipe's ranking on the evaluation split, with the weight it chooses there.

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from training.baselines import BiasBaseline, GlobalMean, item_popularity
-from training.data import CANONICAL_SPLITS, DataError, Interactions, MovieLens, load_movielens
+from training.data import CANONICAL_SPLITS, DataError, Interactions, MovieLens, load_dataset
 from training.datasource import DataSourceError, resolve_data_dir
 from training.evaluate import error_metrics, predict_pairs, predict_sequences
 from training.models import SEQUENCE_LENGTH, hyperparameters
@@ -699,7 +699,12 @@ def to_json(results: list[SplitResult], temporal: SplitResult | None) -> dict[st
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.quality", description=__doc__.splitlines()[0])
     p.add_argument("--data", help="ML-100K directory or ml-100k.zip (default: $RECSYS_DATA_DIR or the cache)")
-    p.add_argument("--folds", default=",".join(FOLDS), help="comma-separated canonical splits")
+    p.add_argument(
+        "--folds",
+        default=",".join(FOLDS),
+        help="comma-separated canonical splits, or K for a seeded K-fold cross-validation (data sets without "
+        "canonical folds)",
+    )
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of mf,dense,lstm")
     p.add_argument("--out", type=Path, default=Path("docs"), help="directory for report.md, quality.json, img/")
     p.add_argument("--seed", type=int, default=0)
@@ -707,10 +712,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-temporal", action="store_true", help="skip the last-10-ratings temporal check")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, as for training)")
     args = p.parse_args(argv)
-    args.folds = tuple(f.strip() for f in args.folds.split(",") if f.strip())
+    if args.folds.strip().isdigit():
+        k = int(args.folds)
+        if k < 2:
+            p.error("--folds K needs K >= 2")
+        args.folds = tuple(f"cv{i}/{k}" for i in range(1, k + 1))  # training.data: fold i of a seeded K-fold
+    else:
+        args.folds = tuple(f.strip() for f in args.folds.split(",") if f.strip())
+        if not args.folds or set(args.folds) - set(CANONICAL_SPLITS):
+            p.error(f"--folds: choose from {', '.join(CANONICAL_SPLITS)}, or give a number K of folds")
     args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if not args.folds or set(args.folds) - set(CANONICAL_SPLITS):
-        p.error(f"--folds: choose from {', '.join(CANONICAL_SPLITS)}")
     if not args.models or set(args.models) - set(MODELS):
         p.error(f"--models: choose from {', '.join(MODELS)}")
     return args
@@ -723,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     try:
-        data = load_movielens(resolve_data_dir(args.data, download=False))
+        data = load_dataset(resolve_data_dir(args.data, download=False))
     except (DataSourceError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -38,6 +38,7 @@ def predict_sequence(*, registry: ModelRegistry, items: list[int], ratings: list
     ratings (items after the rated prefix) are 0 too.
     """
     loaded = registry.model("lstm", kind="sequence")
+    registry.check_ratings(ratings)
     index = registry.item_indices(items)
     padded_items, padded_ratings = left_pad(index, np.asarray(ratings, dtype=np.float32), SEQUENCE_LENGTH)
     with torch.inference_mode():

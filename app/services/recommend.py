@@ -76,6 +76,7 @@ def recommend_for_session(
     """The best next items after an anonymous session (oldest first) by the LSTM; session items are never
     recommended, and the last CONTEXT_LENGTH of them are the model's context."""
     loaded = registry.model("lstm", kind="sequence")
+    registry.check_ratings(ratings)
     index = registry.item_indices(items)
     mask = candidate_mask(registry, filters)
     full_ratings = np.zeros(len(index), dtype=np.float32)

@@ -170,8 +170,9 @@ def test_lstm_position_k_depends_only_on_items_up_to_k_and_ratings_before_k(clie
         ({"items": []}, "at least 1"),
         ({"items": [1001] * (SEQUENCE_LENGTH + 1)}, "at most 10"),
         ({"items": [1001, 1002], "ratings": [4, 4, 4]}, "ratings has 3 values but items only 2"),
-        ({"items": [1001], "ratings": [0]}, "greater than or equal to 1"),
-        ({"items": [1001], "ratings": [5.5]}, "less than or equal to 5"),
+        ({"items": [1001], "ratings": [0]}, "greater than 0"),
+        ({"items": [1001], "ratings": [0.5]}, "outside this store's scale 1-5"),  # the manifest's scale
+        ({"items": [1001], "ratings": [5.5]}, "outside this store's scale 1-5"),
         ({"items": [1001], "ratings": ["4"]}, "valid number"),
         ({"items": ["x"]}, "valid integer"),
         ({"ratings": [4]}, "Field required"),

@@ -9,12 +9,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from app.artifacts import MANIFEST_FILE, Manifest
 from tests.training.conftest import REPO
-from training.__main__ import TUTORIAL_RMSE_SCALED, main, parse_args
+from training.__main__ import TUTORIAL_RMSE_SCALED, eval_split_for, main, parse_args
 from training.datasource import CACHE_ENV, DATA_ENV
 
 
@@ -52,8 +53,8 @@ def test_bad_models_is_a_usage_error(
 def test_bad_split_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert _exit_code(["--split", "u9"]) == 2
     err = capsys.readouterr().err
-    assert "--split: invalid choice: 'u9'" in err
-    assert "'u1'" in err and "'full'" in err
+    assert "--split: unknown split 'u9'" in err
+    assert all(name in err for name in ("u1", "random", "temporal", "full", "cvI/K"))
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3"])
@@ -218,5 +219,7 @@ def test_out_that_is_a_file_exits_2_before_any_work(
 
 
 def test_eval_split_defaults_to_u1_with_split_full() -> None:
-    assert parse_args(["--split", "full"]).eval_split == "u1"
-    assert parse_args(["--split", "full", "--eval-split", "u2"]).eval_split == "u2"
+    ml100k = SimpleNamespace(canonical_splits=("u1", "u2"))
+    assert eval_split_for(ml100k, parse_args(["--split", "full"]).eval_split) == "u1"  # type: ignore[arg-type]
+    assert eval_split_for(ml100k, parse_args(["--split", "full", "--eval-split", "u2"]).eval_split) == "u2"  # type: ignore[arg-type]
+    assert eval_split_for(SimpleNamespace(canonical_splits=()), None) == "random"  # type: ignore[arg-type]

@@ -6,12 +6,13 @@ Weights are redrawn at a large scale so that no agreement holds merely because e
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
 from tests.training.conftest import randomize, synthetic_interactions
-from training.evaluate import sequence_tastes
+from training.evaluate import tastes_at
 from training.networks import DenseNet, FeaturedMF, MatrixFactorization, SequenceLSTM
 
 N_USERS, N_ITEMS, DIM, L = 7, 11, 5, 10
@@ -231,18 +232,24 @@ def test_lstm_without_any_known_ratings() -> None:
     assert torch.isfinite(scores).all()
 
 
-@pytest.mark.parametrize("n_users", [5, 300])  # 300: whole chunks of users with no history at all
-def test_sequence_tastes_match_running_every_user_over_the_full_width(n_users: int) -> None:
+@pytest.mark.parametrize("n_users", [5, 300])  # 300: whole batches of users with no history at all
+def test_tastes_at_match_running_every_user_over_the_full_width(n_users: int) -> None:
     torch.manual_seed(0)
     data = synthetic_interactions(n_users=n_users, n_items=20, n=150, seed=2)
     model = SequenceLSTM(data.num_users, data.num_items, 4, 6).eval()
-    tastes, offsets = sequence_tastes(model, data, 10)
-    items, ratings, _, lengths = data.to_histories(10)
+    hist = data.to_histories(10)
+    everyone = np.arange(data.num_users + 1)
+    items, ratings, _ = hist.padded(everyone)
     with torch.inference_mode():
         padded = model.run(torch.from_numpy(items), torch.from_numpy(ratings))[0]
-    for user in range(data.num_users + 1):
-        used = slice(0, offsets[user] + lengths[user] + 1)  # up to the state after the whole history
-        torch.testing.assert_close(tastes[user, used], padded[user, used], atol=1e-6, rtol=0)
+    # Every (user, position) from 0 (no history yet) to the state after the whole history, in shuffled order.
+    users = np.repeat(everyone, hist.lengths + 1)
+    positions = np.concatenate([np.arange(n + 1) for n in hist.lengths])
+    shuffle = np.random.default_rng(0).permutation(len(users))
+    users, positions = users[shuffle], positions[shuffle]
+    got = tastes_at(model, data, 10, users, positions)
+    expected = padded[torch.from_numpy(users), torch.from_numpy(hist.offsets[users] + positions)]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
 def test_featured_mf_folds_into_a_plain_mf_that_predicts_the_same() -> None:
