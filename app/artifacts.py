@@ -133,6 +133,9 @@ class ModelEntry(FileRef):
         description="The data this model was trained on. It may differ from the store's `dataset` (the data of "
         "the latest export, whose histories are served) in its split when an export retrained other models only"
     )
+    world_size: int = Field(
+        default=1, ge=1, description="Processes that trained it data-parallel (torchrun ranks); 1 = one process"
+    )
 
 
 class Manifest(_Strict):

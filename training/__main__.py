@@ -1,5 +1,9 @@
 """`python -m training`: train the three models on MovieLens (any release) or your own ratings file, and export
-them to a model store."""
+them to a model store.
+
+``torchrun --nproc_per_node=N -m training ...`` trains data-parallel on N processes (`training.distributed`);
+rank 0 prints the table and exports.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 import torch
 
 from app.artifacts import DEFAULT_KEEP_VERSIONS
+from training import distributed
 from training.data import SPLITS, DataError, MovieLens, check_split_name, load_dataset
 from training.datasource import DATA_ENV, DataSourceError, resolve_data_dir
 from training.export import ExportError
@@ -152,7 +157,11 @@ def table(outcomes: list[Outcome], seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    distributed.init_from_env()
+    primary = distributed.is_primary()
+    # The other ranks repeat rank 0's progress: they report only problems.
+    level = logging.INFO if primary else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
@@ -185,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataSourceError, DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(table(outcomes, time.perf_counter() - start))
+    finally:
+        distributed.shutdown()
+    if primary:
+        print(table(outcomes, time.perf_counter() - start))
     return 0
 
 

@@ -77,6 +77,7 @@ class TrainedModel:
     training_seconds: float
     epochs: int
     rank_weight: float = 0.0  # weight of the rating score in the ranking score (see training.rank_heads)
+    world_size: int = 1  # processes that trained it data-parallel (training.distributed)
 
 
 @contextmanager
@@ -215,6 +216,7 @@ def export_store(
                 n_parameters=sum(p.numel() for p in m.network.parameters()),
                 rank_weight=m.rank_weight,
                 dataset=dataset,
+                world_size=m.world_size,
             )
         entries = {name: entries[name] for name in MODEL_NAMES if name in entries}
         content = hashlib.sha256(

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from training import distributed
+
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Sequence[Tensor]], Tensor]
@@ -70,35 +72,45 @@ def fit(
     validate : returns validation RMSE in stars for the model as it is now (called in eval mode).
     generator : seeded; the only source of shuffling randomness.
 
+    Under ``torchrun`` each rank fits its share of every minibatch and gradients are summed across ranks
+    (`training.distributed`); with one process those hooks do nothing.
+
     Returns
     -------
     FitResult with per-epoch curves.
     """
     n = len(tensors[0])
     result = FitResult(epochs=0, best_epoch=0, seconds=0.0)
+    distributed.sync_parameters(model)
     best_state = copy.deepcopy(model.state_dict())
     best = math.inf
     start = time.perf_counter()
     bar = tqdm(range(1, max_epochs + 1), desc=desc, unit="epoch", leave=False, disable=None)
     for epoch in bar:
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = distributed.broadcast_(torch.randperm(n, generator=generator))
         shuffled = [t[order] for t in tensors]  # one gather per epoch; each batch is then a slice
         total = 0.0
         batches = 0
         for lo in range(0, n, batch_size):
-            loss = loss_fn(model, [t[lo : lo + batch_size] for t in shuffled])
+            rows = min(batch_size, n - lo)
+            part = distributed.shard(lo, rows)  # all of it in a single process
+            if part is None:
+                continue
+            loss = loss_fn(model, [t[part] for t in shuffled])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            share = (part.stop - part.start) / rows
+            distributed.all_reduce_gradients(model, share)
             optimizer.step()
-            total += loss.item()
+            total += loss.item() * share
             batches += 1
-        epoch_loss = total / batches
+        epoch_loss = distributed.sum_value(total) / batches
         if not math.isfinite(epoch_loss):
             raise DivergedError(f"{desc}: loss is {epoch_loss} at epoch {epoch}; lower the learning rate")
         model.eval()
         with torch.inference_mode():
-            val = validate()
+            val = distributed.broadcast_value(validate())
         if not math.isfinite(val):
             raise DivergedError(f"{desc}: validation RMSE is {val} at epoch {epoch}")
         result.train_loss.append(epoch_loss)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from app.artifacts import DEFAULT_KEEP_VERSIONS, Metrics
+from training import distributed
 from training.data import Interactions, MovieLens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences
 from training.export import TrainedModel, check_export, export_store
@@ -127,7 +128,8 @@ def run(
     ----------
     split : a canonical split (metrics on its test part) or ``full`` (all ratings; the metrics recorded are
         then those of the same recipe trained on `eval_split`'s base and measured on its test part).
-    out : model store directory, or None to skip export.
+    out : model store directory, or None to skip export. Under ``torchrun`` every rank trains (each on its
+        share of every minibatch, `training.distributed`) and evaluates; rank 0 alone exports.
     keep_versions : store versions `out` keeps, for rollback (see `export_store`).
     """
     if out is not None:
@@ -158,8 +160,9 @@ def run(
             training_seconds=result.seconds,
             epochs=result.epochs,
             rank_weight=result.ranking.weight if result.ranking else 0.0,
+            world_size=distributed.world_size(),
         )
         outcomes.append(Outcome(model, result, metrics))
-    if out is not None:
+    if out is not None and distributed.is_primary():  # every rank holds the same networks; one writes them
         export_store(out, [o.model for o in outcomes], data=data, train=train, split=split, keep=keep_versions)
     return outcomes
