@@ -67,7 +67,7 @@ from app.logs import configure_logging
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from app.registry import ModelRegistry, RegistryHolder
-from app.routers import admin, health, items, metrics, models, predict, recommend
+from app.routers import admin, batch, health, items, metrics, models, predict, recommend, search, ui
 from app.services.admin import reload_models
 from app.settings import Settings, get_settings
 
@@ -173,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry_holder = RegistryHolder()
     app.state.metrics = ServiceMetrics(app.state.registry_holder)
     _include_routers(app)
+    ui.mount_static(app)
     _add_error_handlers(app)
     add_offline_docs(app)
     # add_middleware wraps what is there: the last added runs first.
@@ -190,7 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _include_routers(app: FastAPI) -> None:
-    for module in (predict, recommend, items, models, health, admin, metrics):
+    for module in (predict, batch, recommend, search, items, models, health, admin, metrics, ui):
         for route in module.router.routes:
             # A handler's one-line docstring is its OpenAPI summary (FastAPI would title-case its name).
             if isinstance(route, APIRoute) and route.summary is None and route.description:

@@ -10,11 +10,14 @@ from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
+    AnonymousPredictRequest,
+    AnonymousPredictResponse,
     PredictRequest,
     PredictResponse,
     SequencePredictRequest,
     SequencePredictResponse,
 )
+from app.services import foldin
 from app.services import predict as service
 
 router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSES)
@@ -34,11 +37,21 @@ async def predict_sequence(
 @router.post("/{model}")
 async def predict_ratings(
     model: Annotated[str, Path(description="A pair model: mf or dense", examples=["mf"])],
-    body: PredictRequest,
+    body: PredictRequest | AnonymousPredictRequest,
     registry: RegistryDep,
     request: Request,
-) -> PredictResponse:
-    """Predict the stars a user would give each of the items (mf or dense)."""
-    result = service.predict_ratings(registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids)
+) -> PredictResponse | AnonymousPredictResponse:
+    """Predict the stars a user would give each of the items (mf or dense).
+
+    A known user sends `user_id`; a visitor sends the films they rated (`items` and `ratings`), which are folded
+    in as a new user, and `item_ids` to predict.
+    """
+    result: PredictResponse | AnonymousPredictResponse
+    if isinstance(body, AnonymousPredictRequest):
+        result = foldin.predict_for_visitor(
+            registry=registry, model=model, items=body.items, ratings=body.ratings, item_ids=body.item_ids
+        )
+    else:
+        result = service.predict_ratings(registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids)
     mark_served(request, model=result.model, version=result.model_version)
     return result

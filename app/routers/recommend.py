@@ -1,4 +1,5 @@
-"""GET /recommend/{user_id}: top-k for a known user (or popular items); POST /recommend: for a session."""
+"""GET /recommend/{user_id}: top-k for a known user (or popular items); POST /recommend: for a visitor (an LSTM
+session, or mf/dense with the visitor's ratings folded in)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import (
+    DIVERSITY_DESCRIPTION,
     ERROR_RESPONSES,
     MAX_EXCLUDE,
     MAX_GENRE_LENGTH,
@@ -18,6 +20,7 @@ from app.schemas import (
     RecommendResponse,
     SessionRecommendRequest,
 )
+from app.services import foldin
 from app.services import recommend as service
 
 router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES)
@@ -40,12 +43,15 @@ async def recommend_items(
     ] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many of the best (paging)")] = 0,
     explain: Annotated[bool, Query(description="Add `because`: similar items the user rated 4+")] = False,
+    diversity: Annotated[float, Query(ge=0.0, le=1.0, description=DIVERSITY_DESCRIPTION)] = 0.0,
     fallback: Annotated[
         Literal["popular"] | None, Query(description="For an unknown user: 'popular' instead of 404")
     ] = None,
 ) -> RecommendResponse:
     """Recommend the best items for a user, with optional filters, paging and explanations."""
-    filters = service.Filters(k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"))
+    filters = service.Filters(
+        k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"), diversity=diversity
+    )
     result = service.recommend_for_user(
         registry=registry,
         user_id=user_id,
@@ -63,20 +69,37 @@ async def recommend_items(
 async def recommend_session(
     body: SessionRecommendRequest, registry: RegistryDep, request: Request
 ) -> RecommendResponse:
-    """Recommend the next items for an anonymous session of items (LSTM)."""
+    """Recommend for an anonymous visitor: the LSTM's next items, or mf/dense with the ratings folded in.
+
+    With `model=lstm` (the default) the items are a session, oldest first, and the LSTM ranks what comes next.
+    With `model=mf` or `model=dense` the rated items are folded in as a new user: a user vector solved by
+    regularised least squares against the model's frozen item factors, so a visitor who rated five films gets a
+    personalised list from any model. Every model leaves the given items out.
+    """
     filters = service.Filters(
         k=body.k,
         offset=body.offset,
         genres=tuple(body.genres or ()),
         exclude=tuple(body.exclude or ()),
+        diversity=body.diversity,
     )
-    result = service.recommend_for_session(
-        registry=registry,
-        items=body.items,
-        ratings=body.ratings or [],
-        filters=filters,
-        explain=body.explain,
-    )
+    if body.model == "lstm":
+        result = service.recommend_for_session(
+            registry=registry,
+            items=body.items,
+            ratings=body.ratings or [],
+            filters=filters,
+            explain=body.explain,
+        )
+    else:
+        result = foldin.recommend_for_visitor(
+            registry=registry,
+            model=body.model,
+            items=body.items,
+            ratings=body.ratings or [],
+            filters=filters,
+            explain=body.explain,
+        )
     _mark(request, result)
     return result
 
