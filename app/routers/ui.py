@@ -23,5 +23,5 @@ async def get_page() -> HTMLResponse:
 
 
 def mount_static(app: FastAPI) -> None:
-    """Serve ``app/static`` at ``/static`` (the page's script and style sheet)."""
-    app.mount("/static", StaticFiles(packages=[("app", "static")]), name="static")
+    """Serve ``app/static`` at ``/static/ui`` (beside the offline docs assets at ``/static/docs``)."""
+    app.mount("/static/ui", StaticFiles(packages=[("app", "static")]), name="ui-static")
