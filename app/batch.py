@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {getattr(e, 'message', e)}", file=sys.stderr)
         return 1
     print(
-        f"wrote top-{args.k} of {users} users by {args.model} to {args.out} in {seconds:.2f} s ({users / seconds:,.0f} users/s)"
+        f"wrote top-{args.k} of {users} users by {args.model} to {args.out} in {seconds:.2f} s "
+        f"({users / seconds:,.0f} users/s)"
     )
     return 0
 
