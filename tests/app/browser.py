@@ -202,17 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, default=REPO / "models_store")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "ui.png")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        with serve(args.store.resolve(), Path(tmp) / "server.log") as url, chromium(Path(tmp) / "profile") as page:
-            page.goto(f"{url}/")
-            for query, item_id, stars in (("star wars", 50, 5), ("fargo", 100, 5), ("toy story", 1, 4)):
-                rate(page, query, item_id, stars)
-            page.evaluate("document.getElementById('search').value = ''")
-            page.type("#search", "alien")
-            page.wait_for("document.getElementById('recommendations').dataset.state === 'ready'")
-            page.wait_for("[...document.querySelectorAll('.similar')].every(e => e.textContent.length > 0)")
-            page.wait_for("(document.querySelector('#results li .title') || {}).textContent === 'Alien (1979)'")
-            page.screenshot(args.out)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve(args.store.resolve(), Path(tmp) / "server.log") as url,
+        chromium(Path(tmp) / "profile") as page,
+    ):
+        page.goto(f"{url}/")
+        for query, item_id, stars in (("star wars", 50, 5), ("fargo", 100, 5), ("toy story", 1, 4)):
+            rate(page, query, item_id, stars)
+        page.evaluate("document.getElementById('search').value = ''")
+        page.type("#search", "alien")
+        page.wait_for("document.getElementById('recommendations').dataset.state === 'ready'")
+        page.wait_for("[...document.querySelectorAll('.similar')].every(e => e.textContent.length > 0)")
+        page.wait_for("(document.querySelector('#results li .title') || {}).textContent === 'Alien (1979)'")
+        page.screenshot(args.out)
     print(f"wrote {args.out}")
     return 0
 
