@@ -91,7 +91,7 @@ def markdown(results: dict[str, Any], split: str) -> str:
         row = results["models"][name]
         lines.append(f"| {name} | " + " | ".join(f"{row[label]:.3f}" for label in labels) + " |")
     lstm = results["models"]["lstm"]
-    cells = ["–", *(f"{lstm[f'session, first {n}']:.3f}" for n in COUNTS), "–"]
+    cells = ["n/a", *(f"{lstm[f'session, first {n}']:.3f}" for n in COUNTS), "n/a"]
     lines.append("| lstm (session) | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
