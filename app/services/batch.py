@@ -93,7 +93,7 @@ def top_for_users(
         mask &= ~seen_mask(registry, users)
     totals = mask.sum(axis=1)
     need = min(filters.offset + filters.k, registry.n_items)
-    masked = np.where(mask, scores, -np.inf).astype(np.float32)
+    masked = np.where(mask, scores, np.float32(-np.inf)).astype(np.float32, copy=False)
     if filters.diversity > 0.0:
         order = _diverse_rows(masked, mask, loaded.unit_embeddings, need, filters.diversity)
     else:
