@@ -430,31 +430,42 @@ MAX_SEARCH_RESULTS = 100
 MAX_QUERY_LENGTH = 200
 
 
-class AnonymousPredictRequest(_Request):
-    """A visitor in no model table: their rated items are folded in as a new user, then `item_ids` scored."""
+class PairPredictRequest(_Request):
+    """`POST /predict/{mf,dense}`: a known user (`user_id`) or a visitor (`items` and `ratings`), and the items
+    to predict. One body with both forms rather than a union, so a bad field is reported at its own location."""
 
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
         json_schema_extra={
-            "examples": [{"items": [50, 172, 181, 1, 127], "ratings": [5, 5, 4, 3, 5], "item_ids": [242, 302]}]
+            "examples": [
+                {"user_id": 196, "item_ids": [242, 302, 377]},
+                {"items": [50, 172, 181, 1, 127], "ratings": [5, 5, 4, 3, 5], "item_ids": [242, 302]},
+            ]
         },
     )
 
-    items: list[RawId] = Field(
-        min_length=1, max_length=MAX_SESSION_ITEMS, description="Items the visitor rated (raw ids)"
+    user_id: RawId | None = Field(default=None, description="A known user; omit it for a visitor")
+    items: list[RawId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SESSION_ITEMS,
+        description="A visitor's rated items (raw ids), folded in as a new user; instead of user_id",
     )
-    ratings: list[Stars] = Field(
-        min_length=1, max_length=MAX_SESSION_ITEMS, description="The visitor's stars for `items`, one each"
+    ratings: list[Stars] | None = Field(
+        default=None, min_length=1, max_length=MAX_SESSION_ITEMS, description="The visitor's stars, one per item"
     )
     item_ids: list[RawId] = Field(
         min_length=1, max_length=MAX_PAIR_ITEMS, description=f"1 to {MAX_PAIR_ITEMS} raw item ids to predict"
     )
 
     @model_validator(mode="after")
-    def _one_rating_each(self) -> AnonymousPredictRequest:
-        if len(self.ratings) != len(self.items):
-            raise ValueError(f"ratings has {len(self.ratings)} values but items {len(self.items)}: one rating each")
+    def _one_form(self) -> PairPredictRequest:
+        visitor = self.items is not None or self.ratings is not None
+        if (self.user_id is None) == (not visitor):
+            raise ValueError("send user_id (a known user) or items and ratings (a visitor), not both or neither")
+        if visitor and (self.items is None or self.ratings is None or len(self.items) != len(self.ratings)):
+            raise ValueError("a visitor sends items and ratings of the same length: one rating per item")
         return self
 
 

@@ -10,9 +10,8 @@ from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
-    AnonymousPredictRequest,
     AnonymousPredictResponse,
-    PredictRequest,
+    PairPredictRequest,
     PredictResponse,
     SequencePredictRequest,
     SequencePredictResponse,
@@ -37,7 +36,7 @@ async def predict_sequence(
 @router.post("/{model}")
 async def predict_ratings(
     model: Annotated[str, Path(description="A pair model: mf or dense", examples=["mf"])],
-    body: PredictRequest | AnonymousPredictRequest,
+    body: PairPredictRequest,
     registry: RegistryDep,
     request: Request,
 ) -> PredictResponse | AnonymousPredictResponse:
@@ -47,7 +46,8 @@ async def predict_ratings(
     in as a new user, and `item_ids` to predict.
     """
     result: PredictResponse | AnonymousPredictResponse
-    if isinstance(body, AnonymousPredictRequest):
+    if body.user_id is None:
+        assert body.items is not None and body.ratings is not None  # the schema allows no other visitor
         result = foldin.predict_for_visitor(
             registry=registry, model=model, items=body.items, ratings=body.ratings, item_ids=body.item_ids
         )
