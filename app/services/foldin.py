@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.registry import ModelRegistry
+from app.registry import LoadedModel, ModelRegistry
 from app.schemas import AnonymousPredictResponse, Prediction, RecommendResponse
 from app.services.predict import DECIMALS
-from app.services.recommend import LIKED_STARS, Filters, _ranked, candidate_mask
+from app.services.recommend import LIKED_STARS, Filters, _items, candidate_mask, explain_items, ranked_page
 
 
-def _folded_stars(registry: ModelRegistry, model: str, index: np.ndarray, ratings: list[float]) -> np.ndarray:
-    """Predicted stars ``[n_items + 1]`` of a visitor who rated the leading ``len(ratings)`` of `index`."""
-    rated = index[: len(ratings)]
-    coef = registry.views[model].fold_in(rated, np.asarray(ratings, dtype=np.float64))
-    stars: np.ndarray = registry.views[model].stars_of(coef).astype(np.float32)
-    return stars
+def _folded(
+    registry: ModelRegistry, loaded: LoadedModel, index: np.ndarray, ratings: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranking scores and predicted stars ``[n_items + 1]`` of a visitor who rated the leading
+    ``len(ratings)`` of `index`: the model's ranking vectors where it exports them, else stars plus its
+    popularity blend, as a known user is ranked."""
+    view = registry.views[loaded.name]
+    coef = view.fold_in(index[: len(ratings)], np.asarray(ratings, dtype=np.float64))
+    stars = view.stars_of(coef).astype(np.float32)
+    rank_vector = view.rank_vector_of(coef)
+    if view.rank is not None and rank_vector is not None:
+        return (view.rank.items @ rank_vector).astype(np.float32), stars
+    return stars + loaded.rank_bonus, stars
 
 
 def recommend_for_visitor(
@@ -37,10 +44,20 @@ def recommend_for_visitor(
     loaded = registry.model(model, kind="pair")
     index = registry.item_indices(items)
     mask = candidate_mask(registry, filters)
-    stars = _folded_stars(registry, model, index, ratings)
+    scores, stars = _folded(registry, loaded, index, ratings)
     mask[index] = False
-    liked = index[: len(ratings)][np.asarray(ratings) >= LIKED_STARS] if explain else None
-    return _ranked(registry, loaded, stars, mask, filters, liked, user_id=None, strategy="fold-in")
+    page, total = ranked_page(scores, mask, loaded.unit_embeddings, filters)
+    liked = index[: len(ratings)][np.asarray(ratings) >= LIKED_STARS]
+    because = explain_items(loaded, page, liked) if explain else None
+    return RecommendResponse(
+        user_id=None,
+        model=loaded.name,
+        model_version=loaded.version,
+        strategy="fold-in",
+        total=total,
+        offset=filters.offset,
+        items=_items(registry, page, scores[page], stars[page], because),
+    )
 
 
 def predict_for_visitor(
@@ -50,7 +67,7 @@ def predict_for_visitor(
     loaded = registry.model(model, kind="pair")
     index = registry.item_indices(items)
     targets = registry.item_indices(item_ids)
-    stars = _folded_stars(registry, model, index, ratings)[targets]
+    stars = _folded(registry, loaded, index, ratings)[1][targets]
     rounded = np.round(stars.astype(np.float64), DECIMALS).tolist()
     return AnonymousPredictResponse(
         model=loaded.name,

@@ -173,7 +173,7 @@ def _ranked(
     liked: np.ndarray | None,
     *,
     user_id: int | None,
-    strategy: Literal["personalized", "session", "fold-in"],
+    strategy: Literal["personalized", "session"],
 ) -> RecommendResponse:
     scores = stars + loaded.rank_bonus
     page, total = ranked_page(scores, mask, loaded.unit_embeddings, filters)
