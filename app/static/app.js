@@ -94,7 +94,8 @@ async function refresh() {
       });
       if (seq !== recSeq) return;
       list.replaceChildren(...body.items.map((item) => {
-        const because = (item.because || []).slice(0, 2).map((b) => b.title);
+        // Only films that really resemble the recommendation (a negative cosine explains nothing).
+        const because = (item.because || []).filter((b) => b.similarity > 0).slice(0, 2).map((b) => b.title);
         return el("li", { class: "rec", "data-item-id": String(item.item_id) },
           el("span", { class: "title" }, item.title),
           el("div", { class: "meta" }, `predicted ${item.rating.toFixed(1)} ★ · ${item.genres.join(", ")}`),
