@@ -25,9 +25,10 @@ serve: setup
 train: setup
 	$(BIN)/python -m training --data $(DATA) --split u1 --out bench/out/u1-store
 
-# Regenerates the committed default artifacts (trained on all of ML-100K).
+# Regenerates the committed default artifacts (trained on all of ML-100K); one store version, so git does not
+# carry the previous models too.
 models: setup
-	$(BIN)/python -m training --data $(DATA) --split full --out models_store
+	$(BIN)/python -m training --data $(DATA) --split full --out models_store --keep-versions 1
 
 test: setup lint
 	bash scripts/system-deps.sh

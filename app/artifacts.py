@@ -7,11 +7,20 @@ Layout of a model store directory (every file but the manifest is named ``<stem>
 SHA-256>.<ext>``, so a new store's files never overwrite the old one's, and the manifest, replaced last and
 atomically, decides which set is live)::
 
-    manifest.json             Manifest below: dataset, catalog files, one ModelEntry per model, all with SHA-256
+    manifest.json             Manifest below: dataset, catalog files, one ModelEntry per model, all with SHA-256;
+                              the live version, a byte-for-byte copy of one of versions/<store_version>.json
+    versions/<id>.json        the manifest of each kept store version (the last few exports), so a service can
+                              roll back; the files they name are kept with them
+    .lock                     flock(2)ed by an export for its whole run, so exports never interleave
     catalog-<sha12>.json      Catalog below: item metadata and id maps
     histories-<sha12>.npz     per-user training history in time order (CSR: indptr, items, ratings, timestamps)
                               and item popularity; plain numpy arrays, loaded with allow_pickle=False
     <model>-<sha12>.pt        TorchScript, one per model (mf, dense, lstm)
+
+Every file is read as a regular file inside the store directory: a symlink, FIFO or device is refused, never
+followed or opened for reading. A model's ``version`` and file name are derived from its SHA-256
+(``<name>-<sha12>``, ``<name>-<sha12>.pt``), and the TorchScript archive carries `MODULE_META_FILE` naming the
+model it holds, so an entry cannot point at another model's weights unnoticed.
 
 Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). The catalog
 maps raw MovieLens ids to those indices. Every TorchScript module returns ratings in stars within [1, 5]:
@@ -38,8 +47,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: store versions (Manifest.store_version, versions/) and each entry's own training data (ModelEntry.dataset).
+SCHEMA_VERSION = 2
 MANIFEST_FILE = "manifest.json"
+VERSIONS_DIR = "versions"
+LOCK_FILE = ".lock"
+# How many store versions an export keeps by default (the live one and the ones a rollback can return to).
+DEFAULT_KEEP_VERSIONS = 3
+# A JSON file inside each TorchScript archive (torch.jit.save's _extra_files): {"model": "<name>"}.
+MODULE_META_FILE = "recsys.json"
+# Store version ids sort by creation time: UTC time to the microsecond, then 8 hex of the manifest's content.
+STORE_VERSION_PATTERN = r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}$"
 MODEL_NAMES = ("mf", "dense", "lstm")
 ModelName = Literal["mf", "dense", "lstm"]
 # Sequence length the LSTM was trained on; requests are left-padded to it.
@@ -67,6 +85,15 @@ class Metrics(_Strict):
     ranking: dict[str, float] = Field(default_factory=dict, description="e.g. ndcg@10, precision@10")
 
 
+class DatasetInfo(_Strict):
+    name: str = Field(examples=["ml-100k"])
+    split: str = Field(description="Training data of the artifacts: 'full', 'u1', ...", examples=["full"])
+    sha256: str = Field(description="SHA-256 of the ratings file (u.data) the artifacts were trained from")
+    n_users: int
+    n_items: int
+    n_ratings: int
+
+
 class ModelEntry(FileRef):
     name: ModelName
     version: str = Field(description="'<name>-<first 12 hex of sha256>'")
@@ -81,19 +108,17 @@ class ModelEntry(FileRef):
         default=0.0,
         description="Ranking blend chosen on validation data: rank by stars + w * log1p(count) / log1p(max count)",
     )
-
-
-class DatasetInfo(_Strict):
-    name: str = Field(examples=["ml-100k"])
-    split: str = Field(description="Training data of the artifacts: 'full', 'u1', ...", examples=["full"])
-    sha256: str = Field(description="SHA-256 of the ratings file (u.data) the artifacts were trained from")
-    n_users: int
-    n_items: int
-    n_ratings: int
+    dataset: DatasetInfo = Field(
+        description="The data this model was trained on. It may differ from the store's `dataset` (the data of "
+        "the latest export, whose histories are served) in its split when an export retrained other models only"
+    )
 
 
 class Manifest(_Strict):
     schema_version: int
+    store_version: str = Field(
+        pattern=STORE_VERSION_PATTERN, description="This version's id; its manifest is versions/<id>.json"
+    )
     created_at: datetime
     dataset: DatasetInfo
     catalog: FileRef

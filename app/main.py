@@ -21,7 +21,7 @@ while other processes load the CPU). A worker therefore uses one core; scale wit
 
 Hot reload: ``POST /admin/reload`` (with the ``X-API-Key`` of ``RECSYS_ADMIN_API_KEY``) or SIGHUP loads the
 store again in a worker thread and swaps it in; a store that fails to load leaves the current models serving
-(`app.services.admin`).
+(`app.services.admin`). ``POST /admin/rollback`` and ``/admin/reload?version=`` serve a kept store version.
 
 Middleware, outermost first: `ObservabilityMiddleware` (request id, access log, Prometheus metrics at
 ``/metrics``, JSON 500 for anything unhandled), CORS (only with ``RECSYS_CORS_ORIGINS``), then

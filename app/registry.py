@@ -4,9 +4,11 @@
 raises `RegistryError` naming the file and what is wrong with it. Nothing is half-loaded: a registry object
 exists only once it is complete, and `RegistryHolder` swaps the app's registry as one reference.
 
-Trust: every file's bytes are read once, checked against the manifest's SHA-256, and only those verified bytes
-are parsed or handed to ``torch.jit.load`` (from memory, so a file replaced after the check is never read).
-Histories are plain arrays loaded with ``allow_pickle=False``.
+Trust: files are read and verified by `app.store` (regular files inside the store only, every byte checked
+against the manifest's SHA-256); only those verified bytes are parsed or handed to ``torch.jit.load`` (from
+memory, so a file replaced after the check is never read). Histories are plain arrays loaded with
+``allow_pickle=False``. A module must name the entry's model inside its archive, and every parameter and buffer
+(each user's and item's row) must be finite.
 
 Hot reload: `RegistryHolder.reload` builds a complete new registry in a worker thread (off the event loop),
 then swaps it in; requests already running keep the registry they started with, and a failed load leaves the
@@ -15,13 +17,11 @@ current one serving.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,14 +30,12 @@ import anyio
 import anyio.to_thread
 import numpy as np
 import torch
-from pydantic import ValidationError
 
+from app import store
 from app.artifacts import (
-    MANIFEST_FILE,
-    SCHEMA_VERSION,
+    MODULE_META_FILE,
     SEQUENCE_LENGTH,
     Catalog,
-    FileRef,
     Item,
     Manifest,
     ModelEntry,
@@ -62,11 +60,11 @@ REQUIRED_METHODS: dict[ModelKind, tuple[str, ...]] = {
     "pair": ("predict", "score_all", "item_embeddings"),
     "sequence": ("predict", "score_all", "score_next", "item_embeddings"),
 }
-HISTORY_ARRAYS = ("indptr", "items", "ratings", "popularity")
 # The LSTM's context when scoring the next item: the last SEQUENCE_LENGTH - 1 known items (score_next appends
 # the position being predicted).
 CONTEXT_LENGTH = SEQUENCE_LENGTH - 1
 WARMUP_CALLS = 3  # TorchScript's profiling executor optimises a method after its first two calls
+LIVE_LOAD_ATTEMPTS = 3  # loads of the live manifest when exports keep replacing it meanwhile
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +111,7 @@ class ModelRegistry:
     ) -> None:
         self.directory = directory
         self.manifest = manifest
+        self.store_version = manifest.store_version
         self.catalog = catalog
         self.models = models
         self.load_seconds = load_seconds
@@ -154,8 +153,9 @@ class ModelRegistry:
     # --- loading ------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, directory: Path) -> ModelRegistry:
-        """Read, verify, load and warm every artifact of the store in `directory`.
+    def load(cls, directory: Path, version: str | None = None) -> ModelRegistry:
+        """Read, verify, load and warm every artifact of the store in `directory`: its live manifest, or the
+        kept store `version`.
 
         Raises
         ------
@@ -165,21 +165,33 @@ class ModelRegistry:
         """
         start = time.perf_counter()
         directory = Path(directory)
-        manifest = read_manifest(directory)
-        catalog = _parse_catalog(directory, manifest)
-        histories = _parse_histories(directory, manifest)
+        for attempt in range(LIVE_LOAD_ATTEMPTS):
+            manifest = store.read_manifest(directory, version)
+            try:
+                return cls._load(directory, manifest, start)
+            except store.MissingFileError:
+                # An export that finished while this one read the live manifest may have pruned the files it
+                # names (with --keep-versions 1): load the manifest that replaced it instead.
+                if version is not None or attempt + 1 == LIVE_LOAD_ATTEMPTS:
+                    raise
+                if store.live_version_id(directory) == manifest.store_version:
+                    raise
+                log.info("the live store version changed while loading %s; loading the new one", directory)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, directory: Path, manifest: Manifest, start: float) -> ModelRegistry:
+        catalog = store.parse_catalog(directory, manifest)
+        histories = store.parse_histories(directory, manifest)
         prior = popularity_prior(histories["popularity"])
-        if not manifest.models:
-            raise RegistryError(f"{directory / MANIFEST_FILE}: names no models")
-        models: dict[str, LoadedModel] = {}
-        for key, entry in manifest.models.items():
-            if entry.name != key:
-                raise RegistryError(f"{directory / MANIFEST_FILE}: entry {key!r} is named {entry.name!r}")
-            models[key] = _load_model(directory, entry, manifest, prior)
+        models: dict[str, LoadedModel] = {
+            key: _load_model(directory, entry, manifest, prior) for key, entry in manifest.models.items()
+        }
         seconds = time.perf_counter() - start
         log.info(
-            "loaded model store %s (split %s, schema %d): %s in %.2f s",
+            "loaded model store %s (version %s, split %s, schema %d): %s in %.2f s",
             directory,
+            manifest.store_version,
             manifest.dataset.split,
             manifest.schema_version,
             ", ".join(m.version for m in models.values()),
@@ -247,126 +259,25 @@ def popularity_prior(popularity: np.ndarray) -> np.ndarray:
     return prior
 
 
-# --- reading and verifying artifacts ------------------------------------------------------------------------
-
-
-def read_manifest(directory: Path) -> Manifest:
-    """Parse and validate ``manifest.json``, refusing any schema version but this service's."""
-    path = directory / MANIFEST_FILE
-    if not directory.is_dir():
-        raise RegistryError(
-            f"model store {directory} does not exist or is not a directory; train one with "
-            f"`python -m training --out {directory}` or point RECSYS_MODELS_DIR at one"
-        )
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: not found; {directory} is not a model store") from None
-    except (OSError, ValueError) as e:
-        raise RegistryError(f"{path}: cannot read it as JSON: {e}") from None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if not isinstance(version, int):
-        raise RegistryError(f"{path}: no integer schema_version; not a model store manifest")
-    if version != SCHEMA_VERSION:
-        hint = "upgrade the service" if version > SCHEMA_VERSION else "re-export the store with current training"
-        raise RegistryError(f"{path}: schema_version {version}, but this service reads schema {SCHEMA_VERSION}; {hint}")
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as e:
-        raise RegistryError(f"{path}: does not match the manifest schema: {_brief(e)}") from None
-
-
-def read_verified(directory: Path, ref: FileRef) -> bytes:
-    """The bytes of `ref`, only if their SHA-256 is the one the manifest records."""
-    if Path(ref.file).name != ref.file or ref.file in {"", ".", ".."}:
-        raise RegistryError(f"{directory / MANIFEST_FILE}: file name {ref.file!r} is not a plain file name")
-    path = directory / ref.file
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: listed in {MANIFEST_FILE} but missing") from None
-    except OSError as e:
-        raise RegistryError(f"{path}: cannot read it: {e}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != ref.sha256:
-        raise RegistryError(
-            f"{path}: SHA-256 mismatch (manifest {ref.sha256[:12]}…, file {digest[:12]}…, "
-            f"{len(data)} bytes); the file is corrupt, truncated or was replaced: re-export the store"
-        )
-    return data
-
-
-def _parse_catalog(directory: Path, manifest: Manifest) -> Catalog:
-    path = directory / manifest.catalog.file
-    data = read_verified(directory, manifest.catalog)
-    try:
-        catalog = Catalog.model_validate_json(data)
-    except ValidationError as e:
-        raise RegistryError(f"{path}: does not match the catalog schema: {_brief(e)}") from None
-    expected = (manifest.dataset.n_users, manifest.dataset.n_items)
-    if (len(catalog.user_ids), len(catalog.items)) != expected:
-        raise RegistryError(
-            f"{path}: {len(catalog.user_ids)} users and {len(catalog.items)} items, but {MANIFEST_FILE} "
-            f"says {expected[0]} and {expected[1]}"
-        )
-    for kind, ids in (("user", catalog.user_ids), ("item", [i.item_id for i in catalog.items])):
-        if len(set(ids)) != len(ids):
-            raise RegistryError(f"{path}: duplicate {kind} ids")
-    known = {g.lower() for g in catalog.genres}
-    stray = sorted({g for item in catalog.items for g in item.genres if g.lower() not in known})
-    if stray:
-        raise RegistryError(f"{path}: items use genres missing from its genre list: {', '.join(stray)}")
-    return catalog
-
-
-def _parse_histories(directory: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    path = directory / manifest.histories.file
-    data = read_verified(directory, manifest.histories)
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise RegistryError(f"{path}: not a readable .npz of plain arrays: {e}") from None
-    missing = [name for name in HISTORY_ARRAYS if name not in arrays]
-    if missing:
-        raise RegistryError(f"{path}: missing arrays {', '.join(missing)}")
-    n_users, n_items = manifest.dataset.n_users, manifest.dataset.n_items
-    indptr, items, ratings, popularity = (arrays[name] for name in HISTORY_ARRAYS)
-    problems = []
-    if indptr.shape != (n_users + 2,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
-        problems.append(f"indptr must be {n_users + 2} non-decreasing offsets from 0")
-    elif indptr[-1] != len(items) or len(ratings) != len(items):
-        problems.append("indptr, items and ratings disagree in length")
-    if len(items) and (items.min() < 1 or items.max() > n_items):
-        problems.append(f"item indices outside 1..{n_items}")
-    if popularity.shape != (n_items + 1,) or (len(popularity) and popularity.min() < 0):
-        problems.append(f"popularity must be {n_items + 1} non-negative counts")
-    if problems:
-        raise RegistryError(f"{path}: {'; '.join(problems)}")
-    return {
-        "indptr": indptr.astype(np.int64),
-        "items": items.astype(np.int64),
-        "ratings": ratings.astype(np.float32),
-        "popularity": popularity.astype(np.int64),
-    }
-
-
 def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: np.ndarray) -> LoadedModel:
     path = directory / entry.file
-    data = read_verified(directory, entry)
+    data = store.read_verified(directory, entry)
     kind = MODEL_KINDS[entry.name]
     started = time.perf_counter()
     with warnings.catch_warnings():
         # TorchScript is the artifact format the contract fixes; its deprecation notices are not news here.
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
         try:
-            module = torch.jit.load(io.BytesIO(data), map_location="cpu")  # type: ignore[no-untyped-call]
+            meta = {MODULE_META_FILE: ""}
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=meta)  # type: ignore[no-untyped-call]
         except Exception as e:  # torch raises RuntimeError and others for a corrupt archive
             raise RegistryError(f"{path}: torch.jit.load failed: {_first_line(e)}") from None
         module.eval()
         missing = [m for m in REQUIRED_METHODS[kind] if not hasattr(module, m)]
         if missing:
             raise RegistryError(f"{path}: a {entry.name} module must export {', '.join(missing)}")
+        store.check_module_meta(path, entry, meta[MODULE_META_FILE])
+        _check_finite_tables(path, module)
         try:
             # Weights become constants and what depends only on them is computed once, here: e.g. the dense
             # net's item half of its first layer (its score_all drops from ~240 to ~150 us).
@@ -422,17 +333,20 @@ def _warm_up(module: torch.jit.ScriptModule, kind: ModelKind, n_users: int, n_it
     return result
 
 
+def _check_finite_tables(path: Path, module: torch.jit.ScriptModule) -> None:
+    """Every parameter and buffer finite: a NaN in one user's or item's row would pass a warm-up on other
+    rows and then serve null ratings (and empty pages) to that user or for that item."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise RegistryError(f"{path}: {', '.join(bad)} contain NaN or infinity")
+
+
 def _check_stars(method: str, out: torch.Tensor, shape: tuple[int, ...]) -> None:
     if tuple(out.shape) != shape:
         raise ValueError(f"{method}() returned shape {tuple(out.shape)}, expected {shape}")
     if not torch.isfinite(out).all() or out.min() < 1.0 or out.max() > 5.0:
         raise ValueError(f"{method}() returned values outside [1, 5] stars")
-
-
-def _brief(error: ValidationError) -> str:
-    issues = error.errors()
-    shown = "; ".join(f"{'.'.join(map(str, i['loc'])) or '(root)'}: {i['msg']}" for i in issues[:3])
-    return shown + (f" (and {len(issues) - 3} more)" if len(issues) > 3 else "")
 
 
 def _first_line(error: BaseException) -> str:
@@ -470,8 +384,15 @@ class RegistryHolder:
         self._registry = None
         self.reason = reason
 
-    async def reload(self, directory: Path) -> tuple[ModelRegistry | None, ModelRegistry]:
-        """Load, verify and warm the store in `directory` in a worker thread, then swap it in.
+    async def reload(
+        self,
+        directory: Path,
+        *,
+        version: str | None = None,
+        accept: Callable[[ModelRegistry | None, ModelRegistry], None] | None = None,
+    ) -> tuple[ModelRegistry | None, ModelRegistry]:
+        """Load, verify and warm the store in `directory` (its live manifest, or the kept store `version`) in a
+        worker thread, then swap it in, unless `accept(current, new)` raises.
 
         Reloads run one at a time; one that arrives during another waits for it, then loads again (the store
         may have changed since the first one read it). Returns the previous and the new registry.
@@ -483,6 +404,8 @@ class RegistryHolder:
         """
         async with self._reload_lock:
             # The event loop keeps serving requests with the current registry while this thread loads.
-            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory)
+            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory, version)
+            if accept is not None:
+                accept(self._registry, registry)  # under the lock: it judges the registry it would replace
             previous, self._registry = self._registry, registry
             return previous, registry

@@ -332,12 +332,26 @@ class ModelInfo(_Schema):
     metrics: list[Metrics] = Field(description="Held-out error, each naming the split it was measured on")
     popularity_weight: float
     n_parameters: int
+    dataset: DatasetInfo = Field(
+        description="The data this model was trained on (its split may differ from the store's)"
+    )
+
+
+class StoreVersionInfo(_Schema):
+    id: str = Field(description="Store version id, for POST /admin/reload?version=")
+    created_at: datetime | None = Field(description="When it was exported; null if its manifest is unreadable")
+    models: dict[str, str] = Field(description="Model name -> version in this store version")
+    live: bool = Field(description="manifest.json points at it: what start-up and a plain reload serve")
+    serving: bool = Field(description="This process serves it now")
+    problem: str | None = Field(default=None, description="Why it cannot be loaded, if it cannot")
 
 
 class ModelsResponse(_Schema):
     schema_version: int
-    dataset: DatasetInfo
+    store_version: str = Field(description="The store version being served")
+    dataset: DatasetInfo = Field(description="The store's data: its catalog, and the histories served")
     models: list[ModelInfo]
+    versions: list[StoreVersionInfo] = Field(description="Kept store versions, newest first (rollback targets)")
 
 
 class HealthResponse(_Schema):
@@ -362,6 +376,8 @@ class ReloadResponse(_Schema):
                     "models": {"mf": "mf-5e6f7a8b9c0d", "dense": "dense-0c1d2e3f4a5b"},
                     "changed": ["mf"],
                     "load_seconds": 1.42,
+                    "previous_store_version": "20260601T120000000000Z-0c1d2e3f",
+                    "store_version": "20260602T090000000000Z-5e6f7a8b",
                 }
             ]
         },
@@ -372,6 +388,8 @@ class ReloadResponse(_Schema):
     models: dict[str, str] = Field(description="Model name -> version served from now on")
     changed: list[str] = Field(description="Models whose version differs (added, replaced or removed)")
     load_seconds: float = Field(description="Reading, verifying and warming the new store")
+    previous_store_version: str | None = Field(description="Store version served before the reload")
+    store_version: str = Field(description="Store version served from now on")
 
 
 class ErrorResponse(_Schema):

@@ -6,7 +6,6 @@ indices 1..50) so that any confusion of the two shows up as a wrong answer, not 
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from app.artifacts import MANIFEST_FILE, Metrics
+from app.artifacts import Metrics
 from training.data import Interactions, MovieLens
 from training.evaluate import user_tastes
 from training.export import TrainedModel, export_store
@@ -141,18 +140,13 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
             ],
             training_seconds=0.1,
             epochs=1,
+            popularity_weight=POPULARITY_WEIGHT[name],  # per-model ranking blends, as training records them
         )
         for name, network in networks.items()
     ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
         export_store(out, models, data=data, train=train, split="synthetic")
-    # Per-model ranking blends, as training would record them (the manifest itself carries no checksum).
-    manifest_path = out / MANIFEST_FILE
-    manifest = json.loads(manifest_path.read_text())
-    for name, weight in POPULARITY_WEIGHT.items():
-        manifest["models"][name]["popularity_weight"] = weight
-    manifest_path.write_text(json.dumps(manifest, indent=2))
     return SyntheticStore(path=out, data=data, train=train, networks=networks)
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from app.artifacts import DEFAULT_KEEP_VERSIONS
 from training.data import CANONICAL_SPLITS, SPLITS, DataError, load_movielens
 from training.datasource import DATA_ENV, DataSourceError, resolve_data_dir
+from training.export import ExportError
 from training.pipeline import MODELS, Outcome, run
 
 # The tutorial's test RMSE on the [0,1] scale, printed beside ours for comparison.
@@ -25,6 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of mf,dense,lstm")
     p.add_argument("--out", type=Path, default=Path("models_store"), help="model store directory to write")
     p.add_argument("--no-export", action="store_true", help="train and evaluate only")
+    p.add_argument(
+        "--keep-versions",
+        type=int,
+        default=DEFAULT_KEEP_VERSIONS,
+        help=f"store versions --out keeps for rollback, this one included (default {DEFAULT_KEEP_VERSIONS})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="cap on epochs per model (default: each config's)")
     p.add_argument(
@@ -42,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.models) - set(MODELS)
     if unknown or not args.models:
         p.error(f"--models: unknown {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(MODELS)}")
+    if args.keep_versions < 1:
+        p.error("--keep-versions must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be at least 1")
     return args
@@ -90,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_epochs=args.epochs,
             eval_split=args.eval_split,
+            keep_versions=args.keep_versions,
         )
-    except (DataSourceError, DataError) as e:
+    except (DataSourceError, DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table(outcomes, time.perf_counter() - start))

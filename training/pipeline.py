@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.artifacts import Metrics
+from app.artifacts import DEFAULT_KEEP_VERSIONS, Metrics
 from training.data import Interactions, MovieLens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences, user_tastes
-from training.export import TrainedModel, export_store
+from training.export import TrainedModel, check_export, export_store
 from training.fit import FitResult
 from training.models import (
     SEQUENCE_LENGTH,
@@ -101,6 +101,7 @@ def run(
     seed: int = 0,
     max_epochs: int | None = None,
     eval_split: str | None = "u1",
+    keep_versions: int = DEFAULT_KEEP_VERSIONS,
 ) -> list[Outcome]:
     """Train `models` on `split` and export them to `out`.
 
@@ -109,7 +110,10 @@ def run(
     split : a canonical split (metrics on its test part) or ``full`` (all ratings; the metrics recorded are
         then those of the same recipe trained on `eval_split`'s base and measured on its test part).
     out : model store directory, or None to skip export.
+    keep_versions : store versions `out` keeps, for rollback (see `export_store`).
     """
+    if out is not None:
+        check_export(out, data=data, models=models)  # refuse before training, not after
     torch.manual_seed(seed)
     train, test = data.split(split)
     outcomes = []
@@ -138,5 +142,5 @@ def run(
         )
         outcomes.append(Outcome(model, result, metrics))
     if out is not None:
-        export_store(out, [o.model for o in outcomes], data=data, train=train, split=split)
+        export_store(out, [o.model for o in outcomes], data=data, train=train, split=split, keep=keep_versions)
     return outcomes

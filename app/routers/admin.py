@@ -1,4 +1,4 @@
-"""POST /admin/reload: swap in a freshly loaded model store, guarded by the X-API-Key header.
+"""POST /admin/reload and /admin/rollback: swap in a model store version, guarded by the X-API-Key header.
 
 With no ``RECSYS_ADMIN_API_KEY`` configured the admin endpoints are off (404). The key is compared in
 constant time (`secrets.compare_digest` on bytes, so any header value is compared, never a TypeError) and
@@ -8,10 +8,11 @@ never logged or echoed.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
 
+from app.artifacts import STORE_VERSION_PATTERN
 from app.deps import MetricsDep, RegistryHolderDep, SettingsDep
 from app.schemas import ErrorResponse, ReloadResponse
 from app.services import admin as service
@@ -47,15 +48,49 @@ router = APIRouter(
 )
 
 
-@router.post(
-    "/reload",
-    responses={
-        409: {
-            "model": ErrorResponse,
-            "description": "The store could not be loaded; the previous models keep serving (`models`)",
-        }
-    },
-)
-async def reload_models(holder: RegistryHolderDep, settings: SettingsDep, metrics: MetricsDep) -> ReloadResponse:
+RELOAD_FAILED: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorResponse,
+        "description": "The store version could not be loaded, is not kept, or lacks a served model (`removed`) "
+        "without allow_removal; the previous models keep serving (`models`)",
+    }
+}
+AllowRemoval = Annotated[
+    bool,
+    Query(description="Serve the new version even if it lacks a model being served now (which then 404s)"),
+]
+
+
+@router.post("/reload", responses=RELOAD_FAILED)
+async def reload_models(
+    holder: RegistryHolderDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    version: Annotated[
+        str | None,
+        Query(
+            pattern=STORE_VERSION_PATTERN,
+            description="A kept store version (see GET /models) to serve instead of the live manifest.json",
+        ),
+    ] = None,
+    allow_removal: AllowRemoval = False,
+) -> ReloadResponse:
     """Reload the model store from RECSYS_MODELS_DIR and serve it without dropping a request."""
-    return await service.reload_models(holder=holder, directory=settings.models_dir, metrics=metrics, trigger="http")
+    return await service.reload_models(
+        holder=holder,
+        directory=settings.models_dir,
+        metrics=metrics,
+        trigger="http",
+        version=version,
+        allow_removal=allow_removal,
+    )
+
+
+@router.post("/rollback", responses=RELOAD_FAILED)
+async def rollback_models(
+    holder: RegistryHolderDep, settings: SettingsDep, metrics: MetricsDep, allow_removal: AllowRemoval = False
+) -> ReloadResponse:
+    """Serve the kept store version before the one served now (until the next plain reload or restart)."""
+    return await service.rollback_models(
+        holder=holder, directory=settings.models_dir, metrics=metrics, trigger="http", allow_removal=allow_removal
+    )

@@ -13,8 +13,8 @@ router = APIRouter(prefix="/models", tags=["models"], responses={404: ERROR_RESP
 
 @router.get("")
 async def list_models(registry: RegistryDep) -> ModelsResponse:
-    """List the loaded models with versions, checksums, hyperparameters and metrics."""
-    return service.list_models(registry=registry)
+    """List the loaded models (versions, checksums, training data, metrics) and the kept store versions."""
+    return await service.list_models(registry=registry)
 
 
 @router.get("/{model}")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.artifacts import MANIFEST_FILE, MODEL_NAMES, SCHEMA_VERSION, Manifest, ModelName
+from app.artifacts import MANIFEST_FILE, MODEL_NAMES, SCHEMA_VERSION, VERSIONS_DIR, Manifest, ModelName
 from app.main import create_app
 from app.registry import ModelRegistry
 from app.schemas import PredictRequest, SequencePredictRequest, SessionRecommendRequest
@@ -51,6 +51,15 @@ def test_every_file_matches_its_checksum(manifest: Manifest) -> None:
         assert hashlib.sha256((STORE / ref.file).read_bytes()).hexdigest() == ref.sha256, ref.file
     for entry in manifest.models.values():
         assert entry.version == f"{entry.name}-{entry.sha256[:12]}"
+
+
+def test_one_version_is_committed_and_every_model_is_trained_on_full(manifest: Manifest) -> None:
+    # `make models` keeps one store version, so git does not carry the previous models as well.
+    [version] = (STORE / VERSIONS_DIR).iterdir()
+    assert version.name == f"{manifest.store_version}.json"
+    assert version.read_bytes() == (STORE / MANIFEST_FILE).read_bytes()
+    assert {e.dataset for e in manifest.models.values()} == {manifest.dataset}
+    assert manifest.dataset.split == "full"
 
 
 def test_the_store_loads_and_warms() -> None:

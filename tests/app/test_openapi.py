@@ -20,6 +20,7 @@ ENDPOINTS = {
     ("get", "/health"),
     ("get", "/ready"),
     ("post", "/admin/reload"),
+    ("post", "/admin/rollback"),
     ("post", "/recommend/batch"),
     ("get", "/items"),
 }
@@ -68,7 +69,7 @@ def test_error_responses_are_documented(openapi: dict[str, Any]) -> None:
             if path in {"/health", "/models"}:
                 continue
             expected = {"503"} if path == "/ready" else {"404", "422"}
-            if path == "/admin/reload":
+            if path in {"/admin/reload", "/admin/rollback"}:
                 expected = {"401", "404", "409"}  # disabled, wrong key, the store failed to load
             assert expected <= set(op["responses"]), (method, path)
     error = _schema(openapi, "ErrorResponse")
@@ -76,8 +77,9 @@ def test_error_responses_are_documented(openapi: dict[str, Any]) -> None:
 
 
 def test_the_admin_key_header_is_documented(openapi: dict[str, Any]) -> None:
-    [header] = openapi["paths"]["/admin/reload"]["post"]["parameters"]
-    assert (header["in"], header["name"].lower(), header["required"]) == ("header", "x-api-key", False)
+    for path in ("/admin/reload", "/admin/rollback"):
+        [header] = [p for p in openapi["paths"][path]["post"]["parameters"] if p["in"] == "header"]
+        assert (header["name"].lower(), header["required"]) == ("x-api-key", False)
 
 
 def test_docs_pages_load_their_assets_from_this_server(client: TestClient) -> None:

@@ -63,7 +63,9 @@ def stores(synthetic_store: SyntheticStore, other_synthetic_store: SyntheticStor
     manifests = {}
     for which, store in (("a", synthetic_store), ("b", other_synthetic_store)):
         for path in store.path.iterdir():
-            if path.name != MANIFEST_FILE:
+            if path.is_dir():  # versions/: both stores' version manifests, as two exports leave them
+                shutil.copytree(path, live / path.name, dirs_exist_ok=True)
+            elif path.name != MANIFEST_FILE:
                 shutil.copy(path, live / path.name)
         manifests[which] = (store.path / MANIFEST_FILE).read_bytes()
     result = Stores(live=live, manifests=manifests)
@@ -166,10 +168,9 @@ def test_reload_swaps_in_the_new_store(
 
 def _break_store(stores: Stores) -> str:
     """Make the live manifest name a model file whose bytes fail their checksum; return that file name."""
-    name = "mf-broken.pt"
+    name = _model_file(stores.manifests["b"], "mf")
     (stores.live / name).write_bytes(b"not a model")
-    manifest = stores.manifests["b"].replace(_model_file(stores.manifests["b"], "mf").encode(), name.encode())
-    (stores.live / MANIFEST_FILE).write_bytes(manifest)
+    stores.switch("b")
     return name
 
 
@@ -178,7 +179,7 @@ def _model_file(manifest: bytes, model: str) -> str:
 
 
 def test_a_failed_reload_keeps_serving_the_old_models(
-    admin_client: TestClient, stores: Stores, caplog: pytest.LogCaptureFixture
+    admin_client: TestClient, stores: Stores, other_synthetic_store: SyntheticStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = _versions(admin_client)
     answer = admin_client.post("/predict/mf", json=REQUESTS[0][2]).json()
@@ -196,7 +197,7 @@ def test_a_failed_reload_keeps_serving_the_old_models(
     assert any(rec.levelno == logging.ERROR and broken in rec.getMessage() for rec in caplog.records)
     assert 'recsys_reloads_total{result="failure"} 1.0' in admin_client.get("/metrics").text
     # Once the store is fixed, the next reload succeeds.
-    stores.switch("b")
+    shutil.copy(other_synthetic_store.path / broken, stores.live / broken)
     assert admin_client.post("/admin/reload", headers=AUTH).status_code == 200
 
 
@@ -207,13 +208,13 @@ def test_concurrent_reloads_run_one_at_a_time(
     lock = threading.Lock()
     load = ModelRegistry.load
 
-    def counting_load(directory: Path) -> ModelRegistry:
+    def counting_load(directory: Path, version: str | None = None) -> ModelRegistry:
         nonlocal active
         with lock:
             active += 1
             overlap.append(active)
         try:
-            return load(directory)
+            return load(directory, version)
         finally:
             with lock:
                 active -= 1

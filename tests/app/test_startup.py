@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from app.main import create_app
 from app.registry import ModelRegistry
 from app.settings import Settings
 from tests.conftest import N_ITEMS, N_USERS
-from training.export import script
+from training.export import save_module, script
 from training.networks import MatrixFactorization
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,21 +43,25 @@ def _edit_manifest(store: Path, edit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _replace_file(store: Path, ref: Callable[[dict[str, Any]], dict[str, Any]], data: bytes) -> Path:
-    """Overwrite a referenced file with `data` and record its true checksum, so only its content is wrong."""
+    """Overwrite a referenced file with `data` and record its true checksum (and, for a model, the version and
+    file name derived from it), so only its content is wrong."""
     manifest = _manifest(store)
     entry = ref(manifest)
+    entry["sha256"] = hashlib.sha256(data).hexdigest()
+    if "version" in entry:
+        entry["version"] = f"{entry['name']}-{entry['sha256'][:12]}"
+        (store / entry["file"]).unlink()
+        entry["file"] = f"{entry['version']}.pt"
     path: Path = store / entry["file"]
     path.write_bytes(data)
-    entry["sha256"] = hashlib.sha256(data).hexdigest()
     (store / MANIFEST_FILE).write_text(json.dumps(manifest))
     return path
 
 
-def _saved(network: torch.nn.Module) -> bytes:
+def _saved(network: torch.nn.Module, name: str = "mf") -> bytes:
+    """`network` as export writes it, naming itself the model `name`."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-        torch.jit.save(script(network), buffer)
+    save_module(script(network), buffer, name=name)
     return buffer.getvalue()
 
 
@@ -154,7 +157,7 @@ def test_a_model_that_answers_nan(store_copy: Path) -> None:
     with torch.no_grad():
         network.global_bias.fill_(float("nan"))
     path = _replace_file(store_copy, lambda m: m["models"]["mf"], _saved(network))
-    _load_fails(store_copy, path.name, "outside [1, 5]")
+    _load_fails(store_copy, path.name, "global_bias", "NaN or infinity")
 
 
 def test_catalog_that_disagrees_with_the_manifest(store_copy: Path) -> None:

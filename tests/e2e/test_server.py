@@ -69,7 +69,10 @@ def test_a_real_server_limits_chunked_bodies_logs_json_and_reloads_on_sighup(
     live.mkdir()
     for store in (synthetic_store, other_synthetic_store):
         for path in store.path.iterdir():
-            shutil.copy(path, live / path.name)
+            if path.is_dir():  # versions/: both stores' version manifests, as two exports leave them
+                shutil.copytree(path, live / path.name, dirs_exist_ok=True)
+            else:
+                shutil.copy(path, live / path.name)
     shutil.copy(synthetic_store.path / MANIFEST_FILE, live / MANIFEST_FILE)
     env = {"RECSYS_ADMIN_API_KEY": KEY, "RECSYS_LOG_FORMAT": "json", "RECSYS_MAX_BODY_BYTES": "4096"}
     with running_server(live, tmp_path / "server.log", **env) as server:

@@ -18,7 +18,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from app.artifacts import MANIFEST_FILE, SCHEMA_VERSION, SEQUENCE_LENGTH, Catalog, Manifest, Metrics
+from app.artifacts import (
+    LOCK_FILE,
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    SEQUENCE_LENGTH,
+    VERSIONS_DIR,
+    Catalog,
+    Manifest,
+    Metrics,
+)
 from tests.training.conftest import jit_load, randomize, torchscript_deprecation_ignored, write_ml100k
 from training.data import Interactions, MovieLens, load_movielens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences
@@ -36,6 +45,7 @@ from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 
 ATOL = 1e-5
 NAMES = ("mf", "dense", "lstm")
+STORE_FILES = {MANIFEST_FILE, LOCK_FILE, VERSIONS_DIR}  # in every store beside the files a manifest names
 
 
 @dataclass
@@ -96,10 +106,16 @@ def store(fitted: Fitted, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out, export_store(out, fitted.models, data=fitted.data, train=fitted.train, split="u1")
 
 
-def _export(fitted: Fitted, out: Path, models: list[TrainedModel] | None = None) -> Manifest:
+def _export(
+    fitted: Fitted, out: Path, models: list[TrainedModel] | None = None, *, split: str = "u1", keep: int = 3
+) -> Manifest:
     return export_store(
-        out, fitted.models if models is None else models, data=fitted.data, train=fitted.train, split="u1"
+        out, fitted.models if models is None else models, data=fitted.data, train=fitted.train, split=split, keep=keep
     )
+
+
+def _kept_versions(out: Path) -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in (out / VERSIONS_DIR).iterdir())
 
 
 def _sha256(path: Path) -> str:
@@ -273,7 +289,10 @@ def test_every_file_matches_its_sha256(store: tuple[Path, Manifest]) -> None:
         assert _sha256(out / ref.file) == ref.sha256, ref.file
         assert ref.file.rpartition("-")[2].startswith(ref.sha256[:12])
     # Nothing else is left in the store: no temporary files, no strays.
-    assert {p.name for p in out.iterdir()} == _referenced(manifest) | {MANIFEST_FILE}
+    assert {p.name for p in out.iterdir()} == _referenced(manifest) | STORE_FILES
+    # The live manifest is a copy of the one version kept so far.
+    assert [p.name for p in (out / VERSIONS_DIR).iterdir()] == [f"{manifest.store_version}.json"]
+    assert (out / VERSIONS_DIR / f"{manifest.store_version}.json").read_bytes() == (out / MANIFEST_FILE).read_bytes()
 
 
 def test_catalog_maps_indices_to_raw_ids(fitted: Fitted, store: tuple[Path, Manifest]) -> None:
@@ -330,18 +349,38 @@ def _perturbed(model: TrainedModel) -> TrainedModel:
     return replace(model, network=network)
 
 
-def test_second_export_replaces_the_manifest_and_removes_unreferenced_files(fitted: Fitted, tmp_path: Path) -> None:
+def test_second_export_replaces_the_manifest_and_keeps_the_first_as_a_version(fitted: Fitted, tmp_path: Path) -> None:
     out = tmp_path / "store"
     first = _export(fitted, out)
     second = _export(fitted, out, [_perturbed(m) for m in fitted.models])
     assert Manifest.model_validate_json((out / MANIFEST_FILE).read_text()) == second
+    assert second.store_version > first.store_version
     assert all(second.models[name].file != first.models[name].file for name in NAMES)
-    assert {p.name for p in out.iterdir()} == _referenced(second) | {MANIFEST_FILE}
-    for name in NAMES:
-        assert not (out / first.models[name].file).exists()
+    # Both versions are kept (for a rollback), with every file they name.
+    assert _kept_versions(out) == [first.store_version, second.store_version]
+    assert {p.name for p in out.iterdir()} == _referenced(first) | _referenced(second) | STORE_FILES
     # Unchanged inputs give byte-identical catalog and histories: the same names, kept.
     assert second.catalog == first.catalog
     assert second.histories == first.histories
+
+
+def test_versions_beyond_keep_are_removed_with_the_files_only_they_name(fitted: Fitted, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    manifests = [_export(fitted, out, keep=2)]
+    models = fitted.models
+    for _ in range(2):
+        models = [_perturbed(m) for m in models]
+        manifests.append(_export(fitted, out, models, keep=2))
+    first, second, third = manifests
+    assert _kept_versions(out) == [second.store_version, third.store_version]
+    assert {p.name for p in out.iterdir()} == _referenced(second) | _referenced(third) | STORE_FILES
+    for name in NAMES:
+        assert not (out / first.models[name].file).exists()
+    # keep=1: only the live version and its files are left.
+    _export(fitted, out, keep=1)
+    live = Manifest.model_validate_json((out / MANIFEST_FILE).read_text())
+    assert _kept_versions(out) == [live.store_version]
+    assert {p.name for p in out.iterdir()} == _referenced(live) | STORE_FILES
 
 
 def test_export_creates_missing_parent_directories(fitted: Fitted, tmp_path: Path) -> None:
@@ -358,12 +397,12 @@ def test_interrupted_export_leaves_the_old_store_valid(
     real_save = torch.jit.save
     saves = 0
 
-    def save_then_fail(module: torch.jit.ScriptModule, f: object) -> None:
+    def save_then_fail(module: torch.jit.ScriptModule, f: object, **kwargs: object) -> None:
         nonlocal saves
         saves += 1
         if saves > 1:
             raise OSError("No space left on device")
-        real_save(module, f)
+        real_save(module, f, **kwargs)
 
     monkeypatch.setattr(torch.jit, "save", save_then_fail)
     with pytest.raises(OSError, match="No space left"):
@@ -379,7 +418,7 @@ def test_interrupted_export_leaves_the_old_store_valid(
     monkeypatch.undo()
     # The next complete export sweeps up what the interrupted one left behind.
     final = _export(fitted, out)
-    assert {p.name for p in out.iterdir()} == _referenced(final) | {MANIFEST_FILE}
+    assert {p.name for p in out.iterdir()} == _referenced(old) | _referenced(final) | STORE_FILES
 
 
 # --- warnings -----------------------------------------------------------------------------------------------
