@@ -494,7 +494,7 @@ class AnonymousPredictResponse(_Schema):
             "examples": [
                 {
                     "model": "mf",
-                    "model_version": "mf-acc7baf78919",
+                    "model_version": "mf-90a88f206e2c",
                     "folded_in": 5,
                     "predictions": [{"item_id": 242, "rating": 3.87}, {"item_id": 302, "rating": 4.21}],
                 }
@@ -544,7 +544,7 @@ class BatchRecommendResponse(_Schema):
             "examples": [
                 {
                     "model": "mf",
-                    "model_version": "mf-acc7baf78919",
+                    "model_version": "mf-90a88f206e2c",
                     "method": "matrix",
                     "offset": 0,
                     "results": [
