@@ -84,5 +84,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/ready', timeout=4)"]
 
 # sh -c so HOST, PORT and WEB_CONCURRENCY come from the environment at run time; exec so uvicorn is PID 1 and
-# gets SIGTERM from `docker stop` directly (graceful shutdown instead of a SIGKILL after 10 s).
-CMD ["sh", "-c", "exec uvicorn app.main:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\" --no-access-log --timeout-graceful-shutdown 10"]
+# gets SIGTERM from `docker stop` directly (graceful shutdown instead of a SIGKILL after 10 s). The flags after
+# --workers are the Makefile's SERVE_FLAGS (tests/test_serve_command.py keeps them equal): see docs/service.md.
+CMD ["sh", "-c", "exec uvicorn app.main:create_app --factory --host \"$HOST\" --port \"$PORT\" --workers \"$WEB_CONCURRENCY\" --http app.protocol:BoundedHttpToolsProtocol --timeout-keep-alive 5 --limit-concurrency 256 --backlog 512 --no-access-log --timeout-graceful-shutdown 10"]

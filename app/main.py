@@ -34,12 +34,15 @@ registry sits in ``app.state.registry_holder`` (a `RegistryHolder`) so a reload 
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import logging
 import math
+import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -68,6 +71,7 @@ from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from app.registry import ModelRegistry, RegistryHolder
 from app.routers import admin, batch, health, items, metrics, models, predict, recommend, search, ui
+from app.schemas import CATALOG_BOUND, CATALOG_GENRE, CATALOG_GENRE_LIST, comma_list_pattern
 from app.services.admin import reload_models
 from app.settings import Settings, get_settings
 
@@ -175,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _include_routers(app)
     ui.mount_static(app)
     _add_error_handlers(app)
+    _bound_by_catalog(app)
     add_offline_docs(app)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -204,7 +209,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RecsysError)
         status = next((code for cls, code in ERROR_STATUS.items() if isinstance(exc, cls)), 400)
-        return JSONResponse({"detail": exc.message, **exc.extra}, status_code=status)
+        return JSONResponse(_json_safe({"detail": exc.message, **exc.extra}), status_code=status)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -226,12 +231,54 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
 
 
+def _bound_by_catalog(app: FastAPI) -> None:
+    """Serve an OpenAPI document whose every `k` says the real bound: ``maximum`` is the loaded catalog's size
+    (the server answers 422 past it), not the static 2^31 - 1 the pydantic field carries. Rebuilt when a reload
+    installs a store with another catalog; without a loaded store the static bound stays."""
+    generate = app.openapi
+    cache: dict[int, dict[str, Any]] = {}
+
+    def marked(node: dict[str, Any], mark: dict[str, Any]) -> bool:
+        return all(node.get(key) == value for key, value in mark.items())
+
+    def patch(node: object, registry: ModelRegistry) -> None:
+        if isinstance(node, dict):
+            if marked(node, CATALOG_BOUND):
+                node["maximum"] = registry.n_items
+            if marked(node, CATALOG_GENRE):
+                node["enum"] = list(registry.genres)
+            if marked(node, CATALOG_GENRE_LIST):
+                node["pattern"] = comma_list_pattern("|".join(re.escape(g) for g in registry.genres))
+            for child in node.values():
+                patch(child, registry)
+        elif isinstance(node, list):
+            for child in node:
+                patch(child, registry)
+
+    def openapi() -> dict[str, Any]:
+        base = generate()
+        registry = app.state.registry_holder.registry
+        if registry is None:
+            return base
+        if id(registry) not in cache:
+            document = copy.deepcopy(base)
+            patch(document, registry)
+            cache.clear()  # holds the one registry served, so an old one's id cannot be reused while cached
+            cache[id(registry)] = document
+        return cache[id(registry)]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _json_safe(value: object) -> object:
-    """`value` with every non-finite float replaced by its JSON-ish spelling ("NaN", "Infinity", "-Infinity")."""
+    """`value` with every non-finite float replaced by its JSON-ish spelling ("NaN", "Infinity", "-Infinity")
+    and every string made encodable: a lone surrogate cannot be UTF-8, so it is shown escaped (``\\ud800``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value

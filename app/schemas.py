@@ -1,16 +1,27 @@
 """Request and response bodies of the HTTP API, with the examples `/docs` shows.
 
 Examples use real MovieLens 100K ids (user 196, items 242 "Kolya" and 302 "L.A. Confidential"), so "Try it
-out" against the committed model store returns real answers. Ids in JSON bodies are strict integers: "242",
-242.0 and true are rejected rather than guessed at.
+out" against the committed model store returns real answers.
+
+Strict input, everywhere, rather than guessing: JSON bodies are parsed by `app.strict_json` (no duplicate keys,
+no NaN/Infinity, no lone surrogates) and validated in pydantic's strict mode (an integer is a JSON integer:
+"10", 10.0 and true are not 10; a boolean is true or false: 0 and "yes" are not false); integers in paths and
+query strings are plain decimal digits (`DECIMAL_DIGITS`: "196.0", "+196" and " 196" are not 196) and
+booleans there are the words true or false (`TRUE_OR_FALSE`). JSON Schema calls 450.0 an integer; this API
+does not, and says so in STRICT_NOTE, which every request body's description carries.
+
+A `k` is bounded by the catalog of the loaded store: its schema carries ``x-maximum-from: catalog`` and
+`app.main` sets ``maximum`` to the catalog size in the served /openapi.json.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.artifacts import SEQUENCE_LENGTH, DatasetInfo, Metrics
 
@@ -21,8 +32,62 @@ MAX_EXCLUDE = 1000  # ids to leave out of a recommendation; more than half the M
 MAX_GENRES = 32  # genre filters; ML-100K has 19 genres
 MAX_GENRE_LENGTH = 64
 
+# Where a schema carries these, `app.main` fills in the loaded catalog's facts: `maximum` = its size; `enum` =
+# its genres; `pattern` = a comma-separated list of its genres (the server also takes them in any case).
+CATALOG_BOUND: dict[str, Any] = {"x-maximum-from": "catalog"}
+CATALOG_GENRE: dict[str, Any] = {"x-enum-from": "genres"}
+CATALOG_GENRE_LIST: dict[str, Any] = {"x-pattern-from": "genres"}
+# One raw id, 1..MAX_ID, in plain decimal digits, as an ECMA regex (JSON Schema's dialect) and for `re`.
+ID_PATTERN = (
+    "[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}"
+    "|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]|214748364[0-7]"
+)
+assert MAX_ID == 2147483647  # ID_PATTERN spells this bound out
+
+
+def comma_list_pattern(word: str) -> str:
+    """A regex for "a, b,,c": words matching `word`, separated by commas, spaces around them, empty ones allowed."""
+    return f"^ *(?:(?:{word}) *)?(?:, *(?:(?:{word}) *)?)*$"
+
+
+STRICT_NOTE = (
+    "Strict JSON: duplicate keys, NaN/Infinity and lone surrogates are rejected; integers must be JSON integers "
+    '(not "10", 10.0 or true) and booleans true or false (not 0 or "yes")."'
+)
+PAIR_MODELS = ["mf", "dense"]  # the models /predict/{model} serves; the sequence model has /predict/lstm
+
+# A minus sign is let through so that "-1" gets the range error ("greater than or equal to 1"), which says more.
+_DECIMAL = re.compile(r"0|-?[1-9][0-9]{0,18}")
+
+
+def _decimal_digits(value: object) -> object:
+    # Paths and query strings arrive as text; pydantic's lax int would read "196.0", "+196" and " 196" as 196.
+    if isinstance(value, str) and not (value.isascii() and _DECIMAL.fullmatch(value)):
+        raise PydanticCustomError("int_parsing", "Input should be a valid integer in plain decimal digits")
+    return value
+
+
+def _true_or_false(value: object) -> object:
+    # Lax bool would read "yes", "on", "1" and "t" as true, and "0", "off" as false.
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise PydanticCustomError("bool_parsing", "Input should be a valid boolean: true or false")
+        return value == "true"
+    return value
+
+
+# For path and query parameters, after their Path()/Query() (`Annotated[int, Query(ge=1), DECIMAL_DIGITS]`):
+# placed before it, FastAPI would write ge/le into the schema verbatim instead of minimum/maximum.
+DECIMAL_DIGITS = BeforeValidator(_decimal_digits)
+TRUE_OR_FALSE = BeforeValidator(_true_or_false)
+DECIMAL_NOTE = "; plain decimal digits (no plus sign, spaces, fraction or leading zeros)"
+BOOL_NOTE = "; the word true or false"
+
 RawId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="Raw MovieLens id")]
-Genre = Annotated[str, Field(min_length=1, max_length=MAX_GENRE_LENGTH, description="A genre, any case")]
+Genre = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_GENRE_LENGTH, description="A genre, any case", json_schema_extra=CATALOG_GENRE),
+]
 Stars = Annotated[float, Field(strict=True, ge=1, le=5, description="A rating in stars, 1 to 5")]
 DIVERSITY_DESCRIPTION = (
     "0 to 1: re-rank by maximal marginal relevance over the model's item embeddings; 0 is the plain ranking, "
@@ -36,8 +101,8 @@ class _Schema(BaseModel):
 
 
 class _Request(_Schema):
-    # A misspelt field ("item_id" for "item_ids") is an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # A misspelt field ("item_id" for "item_ids") is an error, not silently ignored; strict: nothing is coerced.
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
 
 def _check_ratings(items: list[int], ratings: list[float] | None) -> None:
@@ -52,8 +117,11 @@ def _check_ratings(items: list[int], ratings: list[float] | None) -> None:
 
 
 class PredictRequest(_Request):
+    __doc__ = f"A user and the items to predict. {STRICT_NOTE}"
+
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         protected_namespaces=(),
         json_schema_extra={"examples": [{"user_id": 196, "item_ids": [242, 302, 377]}]},
     )
@@ -65,8 +133,11 @@ class PredictRequest(_Request):
 
 
 class SequencePredictRequest(_Request):
+    __doc__ = f"A sequence of items, oldest first, and the known stars of the leading ones. {STRICT_NOTE}"
+
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         protected_namespaces=(),
         json_schema_extra={"examples": [{"items": [209, 32, 189], "ratings": [4, 5]}]},
     )
@@ -206,8 +277,11 @@ class RecommendResponse(_Schema):
 
 
 class SessionRecommendRequest(_Request):
+    __doc__ = f"An anonymous session: items seen, oldest first, and what to recommend. {STRICT_NOTE}"
+
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         protected_namespaces=(),
         json_schema_extra={
             "examples": [{"items": [50, 181, 172, 174], "ratings": [5, 4, 5], "k": 10, "model": "lstm"}]
@@ -225,7 +299,13 @@ class SessionRecommendRequest(_Request):
         max_length=MAX_SESSION_ITEMS,
         description="Known stars of the leading items (at most one per item)",
     )
-    k: int = Field(default=10, ge=1, le=MAX_ID, description="How many items to return (at most the catalog size)")
+    k: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_ID,
+        description="How many items to return; at most the catalog size (`maximum`)",
+        json_schema_extra=CATALOG_BOUND,
+    )
     model: Literal["mf", "dense", "lstm"] = Field(
         default="lstm",
         description="lstm: the next items after the session (its last 9 items are the context); mf, dense: the "

@@ -36,6 +36,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests with a larger body get 413. The largest valid body (1000 item ids) is ~10 KB.",
     )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="A request line plus headers larger than this gets 431 (app.protocol); h11's default, "
+        "and nginx's 4 x 8 KB header buffers are in the same range. This API's requests need well under 1 KB.",
+    )
+    request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request (head and body, at most max_body_bytes) from "
+        "the moment its connection opens or its previous response ends; then 408 and the connection is closed "
+        "(app.protocol). Bounds slowloris and idle sockets; the idle time between requests on a kept-alive "
+        "connection is uvicorn's --timeout-keep-alive.",
+    )
     torch_threads: int = Field(
         default=1,
         ge=1,

@@ -178,3 +178,45 @@ def other_synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Synthetic
 def pytest_configure(config: pytest.Config) -> None:
     # Tests run two at a time on two cores: one torch thread each, or their spin-waiting threads fight.
     torch.set_num_threads(1)
+
+
+# --- every collected test runs -------------------------------------------------------------------------------
+# Items that share a node id collapse into one under pytest-xdist (schemathesis' parametrize once made 11 fuzz
+# tests one, so CI fuzzed 1 operation of 11 and still looked green). At the end of a complete run, the number of
+# distinct tests that ran must equal the number collected, and no two collected items may share an id.
+_collected: list[str] = []
+_ran: set[str] = set()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist) counts
+        _collected.extend(item.nodeid for item in session.items)
+
+
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    if not _collected:  # every worker collects the same ids; take one worker's list
+        _collected.extend(ids)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _ran.add(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or not _collected:
+        return
+    if session.shouldfail or session.shouldstop or exitstatus not in (0, 1):
+        return  # -x, --maxfail, an interrupt: not every test was meant to run
+    duplicates = sorted({i for i in _collected if _collected.count(i) > 1})
+    missing = sorted(set(_collected) - _ran)
+    if duplicates or missing:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"collected {len(_collected)} items but ran {len(_ran)} distinct tests"]
+        lines += [f"  node id shared by several items: {i}" for i in duplicates[:20]]
+        lines += [f"  collected but never run: {i}" for i in missing[:20]]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter := session.config.pluginmanager.get_plugin("terminalreporter"):
+        reporter.write_line(f"collected {len(_collected)} items, ran {len(_ran)} distinct tests: all of them")

@@ -33,13 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_KEEP_VERSIONS,
         help=f"store versions --out keeps for rollback, this one included (default {DEFAULT_KEEP_VERSIONS})",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice, 0 or more (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="cap on epochs per model (default: each config's)")
     p.add_argument(
         "--eval-split",
-        default="u1",
+        default=None,
         choices=CANONICAL_SPLITS,
-        help="with --split full: where the recorded metrics come from",
+        help="only with --split full: the split whose test part the recorded metrics come from (default u1); "
+        "any other split is measured on its own test part",
     )
     p.add_argument("--no-download", action="store_true", help="never download the data set")
     # Minibatches of a few hundred ratings are too small to gain from intra-op threads, and spare threads spin
@@ -54,6 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--keep-versions must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be at least 1")
+    # Checked here, before any data is read or model trained, rather than found out by a traceback later.
+    if args.threads < 1:
+        p.error(f"--threads must be at least 1, not {args.threads}")
+    if args.seed < 0:
+        p.error(f"--seed must be 0 or more (numpy seeds are non-negative), not {args.seed}")
+    if args.eval_split is not None and args.split != "full":
+        p.error(f"--eval-split applies only with --split full; --split {args.split} is measured on its own test part")
+    args.eval_split = args.eval_split or "u1"
+    if not args.no_export:
+        out: Path = args.out
+        blocker = next((d for d in (out, *out.parents) if d.exists() and not d.is_dir()), None)
+        if blocker is not None:
+            p.error(f"--out {out}: {blocker} is a file, not a directory; give a model store directory")
     return args
 
 

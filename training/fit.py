@@ -103,6 +103,8 @@ def fit(
         result.val_rmse.append(val)
         result.epochs = epoch
         bar.set_postfix(loss=f"{epoch_loss:.4f}", val_rmse=f"{val:.4f}")
+        if bar.disable:  # no bar off a terminal (a CI or docker log): one line per epoch, so progress shows
+            log.info("%s: epoch %d/%d loss %.4f val RMSE %.4f", desc, epoch, max_epochs, epoch_loss, val)
         if val < best:
             best, result.best_epoch = val, epoch
             best_state = copy.deepcopy(model.state_dict())

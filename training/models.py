@@ -134,6 +134,7 @@ def train_mf(
     config: MFConfig,
     generator: torch.Generator,
     max_epochs: int | None = None,
+    desc: str = "mf",
 ) -> tuple[MatrixFactorization, FitResult]:
     """Fit an MF, with the side features of `train` where it has them (u1 at batch 1024: 0.918 without, 0.909
     with, mean of seeds 0 and 1); the features are folded into the tables, so the result is a plain MF either
@@ -151,7 +152,7 @@ def train_mf(
         max_epochs=max_epochs or config.max_epochs,
         patience=config.patience,
         generator=generator,
-        desc="mf",
+        desc=desc,
     )
     return (model.fold() if isinstance(model, FeaturedMF) else model), result
 
@@ -176,7 +177,8 @@ def _pretrained_mf(
         mf, result = copy.deepcopy(mf), replace(result, seconds=0.0)
         generator.set_state(state)
     else:
-        mf, result = train_mf(train, val, config, generator, max_epochs)
+        # Labelled, so its progress and "best val RMSE" line are not taken for the mf model's own.
+        mf, result = train_mf(train, val, config, generator, max_epochs, desc=f"mf pretraining (dim {dim})")
         if len(_shared_pretraining) >= 2:  # a run's split, and the evaluation split of a `full` run
             del _shared_pretraining[next(iter(_shared_pretraining))]
         _shared_pretraining[key] = (copy.deepcopy(mf), result, generator.get_state())

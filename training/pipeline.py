@@ -69,7 +69,8 @@ def train_one(name: str, train: Interactions, seed: int, max_epochs: int | None)
     _, trainer = TRAINERS[name]
     fit_data, val = validation_parts(train, seed)
     generator = torch.Generator().manual_seed(seed)
-    network, result = trainer(fit_data, val, config_for(name, max_epochs), generator, None)
+    # max_epochs also caps the MF that dense and lstm pretrain from (it ran its full 100 epochs under --epochs 1).
+    network, result = trainer(fit_data, val, config_for(name, max_epochs), generator, max_epochs)
     if isinstance(network, SequenceLSTM):
         # Serve each user's taste after their whole split, validation ratings included (histories.npz has them).
         with torch.inference_mode():

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import ERROR_RESPONSES, BatchRecommendRequest, BatchRecommendResponse
 from app.services import batch as service
 from app.services.recommend import Filters
+from app.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute)
 
 
 @router.post("/batch")
@@ -35,3 +37,9 @@ async def recommend_batch(
     )
     mark_served(request, model=result.model, version=result.model_version)
     return result
+
+
+@router.api_route("/batch", methods=["GET", "HEAD"], include_in_schema=False)
+async def reject_batch_read() -> JSONResponse:
+    """405 for GET /recommend/batch, which would otherwise reach GET /recommend/{user_id} as user "batch"."""
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "POST"})

@@ -6,14 +6,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
+from app.artifacts import MODEL_NAMES
 from app.deps import RegistryDep
 from app.middleware import mark_served
-from app.schemas import ERROR_RESPONSES, MAX_ID, ItemResponse, SimilarResponse
+from app.schemas import (
+    CATALOG_BOUND,
+    DECIMAL_DIGITS,
+    DECIMAL_NOTE,
+    ERROR_RESPONSES,
+    MAX_ID,
+    ItemResponse,
+    SimilarResponse,
+)
 from app.services import items as service
 
 router = APIRouter(prefix="/items", tags=["items"], responses=ERROR_RESPONSES)
 
-ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="Raw MovieLens item id", examples=[50])]
+ItemId = Annotated[
+    int, Path(ge=1, le=MAX_ID, description="Raw MovieLens item id" + DECIMAL_NOTE, examples=[50]), DECIMAL_DIGITS
+]
 
 
 @router.get("/{item_id}")
@@ -27,8 +38,20 @@ async def get_similar_items(
     item_id: ItemId,
     registry: RegistryDep,
     request: Request,
-    k: Annotated[int, Query(ge=1, le=MAX_ID, description="How many items")] = 10,
-    model: Annotated[str, Query(description="Whose item embeddings: mf, dense or lstm")] = "mf",
+    k: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
+            json_schema_extra=CATALOG_BOUND,
+        ),
+        DECIMAL_DIGITS,
+    ] = 10,
+    model: Annotated[
+        str,
+        Query(description="Whose item embeddings: mf, dense or lstm", json_schema_extra={"enum": list(MODEL_NAMES)}),
+    ] = "mf",
 ) -> SimilarResponse:
     """Get the items nearest to an item by cosine similarity of a model's item embeddings."""
     result = service.similar_items(registry=registry, item_id=item_id, model=model, k=k)

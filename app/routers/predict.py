@@ -10,6 +10,7 @@ from app.deps import RegistryDep
 from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
+    PAIR_MODELS,
     AnonymousPredictResponse,
     PairPredictRequest,
     PredictResponse,
@@ -18,8 +19,9 @@ from app.schemas import (
 )
 from app.services import foldin
 from app.services import predict as service
+from app.strict_json import StrictJsonRoute
 
-router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute)
 
 
 # Declared before /{model} so that "lstm" reaches the sequence handler.
@@ -35,7 +37,12 @@ async def predict_sequence(
 
 @router.post("/{model}")
 async def predict_ratings(
-    model: Annotated[str, Path(description="A pair model: mf or dense", examples=["mf"])],
+    # The enum is documentation, not validation: another name reaches the service, whose 404 lists the models
+    # loaded. It keeps "lstm" out of this operation's schema, since /predict/lstm (declared first) takes it.
+    model: Annotated[
+        str,
+        Path(description="A pair model: mf or dense", examples=["mf"], json_schema_extra={"enum": PAIR_MODELS}),
+    ],
     body: PairPredictRequest,
     registry: RegistryDep,
     request: Request,

@@ -132,3 +132,8 @@ def test_the_command_reports_bad_arguments(synthetic_store: SyntheticStore, tmp_
     assert command.main(["--store", str(synthetic_store.path), "--out", out, "--genres", "Western"]) == 1
     assert command.main(["--store", str(tmp_path / "none"), "--out", out]) == 1
     assert command.main(["--store", str(synthetic_store.path), "--out", out, "--diversity", "3"]) == 2
+
+
+def test_reading_the_batch_path_is_method_not_allowed_not_a_user_named_batch(client: TestClient) -> None:
+    r = client.get("/recommend/batch")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"

@@ -48,12 +48,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The Makefile's SERVE_FLAGS and the Dockerfile's CMD, flag for flag (tests/test_serve_command.py checks it).
+SERVE_FLAGS = [
+    "--http", "app.protocol:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5", "--limit-concurrency", "256",
+    "--backlog", "512", "--no-access-log", "--timeout-graceful-shutdown", "10",
+]  # fmt: skip
+
+
 def command(port: int) -> list[str]:
     """The documented production command (docs/service.md), on loopback."""
     return [
         sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
         "--host", HOST, "--port", str(port),
-        "--no-access-log", "--timeout-graceful-shutdown", "10",
+        *SERVE_FLAGS,
     ]  # fmt: skip
 
 

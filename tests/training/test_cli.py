@@ -181,3 +181,42 @@ def test_quick_real_run_writes_a_store_and_prints_the_table(
         assert float(row[3]) == pytest.approx(float(row[1]) / 4, abs=1e-4)
         assert row[-1] == "u1.base->u1.test"
     assert lines[4].startswith("total wall time")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--threads", "0"], "--threads must be at least 1, not 0"),
+        (["--threads", "-2"], "--threads must be at least 1"),
+        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--eval-split", "u2"], "--eval-split applies only with --split full"),
+        (["--split", "u3", "--eval-split", "u1"], "--split u3 is measured on its own test part"),
+    ],
+)
+def test_bad_options_exit_2_before_any_work(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was looked for before the options were checked")
+
+    monkeypatch.setattr("training.__main__.resolve_data_dir", no_work)
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_out_that_is_a_file_exits_2_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("training.__main__.resolve_data_dir", lambda *a, **k: pytest.fail("work was started"))
+    file = tmp_path / "not-a-dir"
+    file.write_text("x")
+    for out in (file, file / "store"):
+        assert _exit_code(["--out", str(out)]) == 2
+        assert f"{file} is a file, not a directory" in capsys.readouterr().err
+    assert parse_args(["--out", str(file), "--no-export"]).no_export  # nothing is written: no check needed
+
+
+def test_eval_split_defaults_to_u1_with_split_full() -> None:
+    assert parse_args(["--split", "full"]).eval_split == "u1"
+    assert parse_args(["--split", "full", "--eval-split", "u2"]).eval_split == "u2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -239,3 +240,38 @@ def test_dense_and_lstm_share_one_pretrained_mf_without_changing_results() -> No
     models._shared_pretraining.clear()  # later tests fit their own
     for key in alone:
         assert torch.equal(alone[key], after_dense[key]), key
+
+
+def test_off_a_terminal_every_epoch_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # pytest's output is not a TTY, so tqdm draws no bar: without these lines a CI log showed nothing per epoch.
+    data = synthetic_interactions(n=300)
+    fit_data, val = validation_split(data, 0.1, np.random.default_rng(0))
+    _, config = TINY["mf"]
+    with caplog.at_level(logging.INFO, logger="training"):
+        train_mf(fit_data, val, config, torch.Generator().manual_seed(0), max_epochs=3)
+    epochs = [r.getMessage() for r in caplog.records if ": epoch " in r.getMessage()]
+    assert [m.split(" loss")[0] for m in epochs] == ["mf: epoch 1/3", "mf: epoch 2/3", "mf: epoch 3/3"], epochs
+
+
+def test_pretraining_is_labelled_and_capped_by_max_epochs(caplog: pytest.LogCaptureFixture) -> None:
+    data = synthetic_interactions(n=500)
+    fit_data, val = validation_split(data, 0.1, np.random.default_rng(0))
+    _, config = TINY["dense"]
+    models._shared_pretraining.clear()
+    with caplog.at_level(logging.INFO, logger="training"):
+        train_dense(fit_data, val, config, torch.Generator().manual_seed(0), max_epochs=2)
+    models._shared_pretraining.clear()
+    best = [r.getMessage() for r in caplog.records if "best val RMSE" in r.getMessage()]
+    assert len(best) == 2 and best[0].startswith("mf pretraining (dim 4): best val RMSE"), best
+    assert best[0].endswith("of 2") and best[1].startswith("dense:"), best
+
+
+def test_the_cli_epochs_cap_reaches_the_pretraining(caplog: pytest.LogCaptureFixture) -> None:
+    from training.pipeline import train_one
+
+    models._shared_pretraining.clear()
+    with caplog.at_level(logging.INFO, logger="training"):
+        train_one("lstm", synthetic_interactions(n=400), seed=0, max_epochs=1)
+    models._shared_pretraining.clear()
+    pre = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mf pretraining")]
+    assert pre and all(m.endswith("of 1") for m in pre if "best val" in m), pre
