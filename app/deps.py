@@ -28,6 +28,14 @@ async def get_registry(request: Request) -> ModelRegistry:
     return holder.get()
 
 
+def registry_of(request: Request) -> ModelRegistry:
+    """`get_registry` called from a handler: the hot routes read the registry once, first thing, instead of
+    declaring `RegistryDep`. A sub-dependency is a resolution step (and an await) per request in FastAPI's
+    solver, ~15 us of a ~250 us request; the semantics are the same (one registry for the whole request)."""
+    holder: RegistryHolder = request.app.state.registry_holder
+    return holder.get()
+
+
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings

@@ -80,7 +80,7 @@ class ObservabilityMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        self.metrics.in_progress.inc()
+        self.metrics.in_flight += 1
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
@@ -91,7 +91,7 @@ class ObservabilityMiddleware:
             status = 500
             await _send_json(send_with_headers, 500, {"detail": "internal error", "request_id": request_id})
         finally:
-            self.metrics.in_progress.dec()
+            self.metrics.in_flight -= 1
             seconds = time.perf_counter() - start
             route = route_template(scope)
             model = state.get("model")
@@ -124,8 +124,9 @@ class _BodyTooLarge(Exception):
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 to a request whose body exceeds `max_bytes`: at once when Content-Length says so, else as
-    soon as the streamed body passes the limit (the app's own response to the aborted read is dropped)."""
+    """Answers 413 to a request whose body exceeds `max_bytes`: at once when Content-Length says so, else (a
+    chunked body) as soon as the streamed body passes the limit (the app's response to the aborted read is
+    dropped). Requests without a chunked body pass straight through: nothing is wrapped per request."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -135,10 +136,19 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await self._reject(send)
-                return
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._reject(send)
+                    return
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            # No body, or one of a declared length within the limit: the server reads no more than
+            # Content-Length bytes as this request's body, so there is nothing to watch.
+            await self.app(scope, receive, send)
+            return
         received = 0
         too_large = False
 

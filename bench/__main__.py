@@ -27,7 +27,23 @@ log = logging.getLogger("bench")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--data", type=Path, required=True, help="ML-100K directory")
-    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (training/scale parts)")
+    p.add_argument("--serving-duration", type=int, default=5, help="seconds per wrk run in the serving part")
+    p.add_argument("--rounds", type=int, default=3, help="serving: rounds over every route and server")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="serving only, 2 s per run, one round (a few seconds per route and server): for iterating",
+    )
+    p.add_argument(
+        "--baseline-app",
+        type=Path,
+        help="serving: also measure the app package of this checkout (e.g. `git archive` of the commit "
+        "before a change) as 'before', in the same run",
+    )
+    p.add_argument("--no-peer", action="store_true", help="serving: leave out LitServe")
+    p.add_argument("--profile-seconds", type=int, default=5, help="serving: py-spy seconds per route; 0 = none")
+    p.add_argument("--routes", default="", help="serving: only routes whose name contains one of these (comma)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections")
     p.add_argument("--single-steps", type=int, default=2000, help="single-sample optimizer steps to time")
     p.add_argument("--scale-ratings", type=int, default=2_500_000, help="synthetic ratings in the 25M-sized store")
@@ -76,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if args.quick:
+        skip |= {"training", "scale"}
+        args.serving_duration, args.rounds, args.profile_seconds = 2, 1, min(args.profile_seconds, 2)
     data = args.data.resolve()
     results: dict[str, Any] = {
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -102,7 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     if "serving" not in skip:
         log.info("serving")
         results["serving"] = serving.run(
-            data, duration=args.duration, connections=args.connections, epochs=args.store_epochs
+            data,
+            duration=args.serving_duration,
+            connections=args.connections,
+            epochs=args.store_epochs,
+            rounds=args.rounds,
+            baseline_app=args.baseline_app.resolve() if args.baseline_app else None,
+            peer=not args.no_peer,
+            profile_seconds=args.profile_seconds,
+            only=[r.strip() for r in args.routes.split(",") if r.strip()],
+            inprocess_calls=not args.quick,
         )
         save(results)
     if "scale" not in skip:

@@ -6,17 +6,19 @@ with ``RECSYS_MODELS_DIR`` pointing at the store under test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,22 +65,37 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def uvicorn_command(port: int, workers: int = 1) -> list[str]:
-    """uvicorn as `make serve` runs it (the service's own access log on, uvicorn's off)."""
+def uvicorn_command(
+    port: int, workers: int = 1, app: str = "app.main:create_app", app_dir: Path | None = None
+) -> list[str]:
+    """uvicorn as `make serve` runs it (uvicorn's access log off); `app_dir` serves another checkout's app."""
     uvicorn = Path(sys.executable).with_name("uvicorn")
-    cmd = [str(uvicorn), "app.main:create_app", "--factory", "--host", HOST, "--port", str(port), "--no-access-log"]
+    cmd = [str(uvicorn), app, "--factory", "--host", HOST, "--port", str(port), "--no-access-log"]
+    if app_dir is not None:
+        cmd += ["--app-dir", str(app_dir)]
     return cmd + (["--workers", str(workers)] if workers > 1 else [])
 
 
 @contextmanager
-def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None, workers: int = 1) -> Iterator[Server]:
-    """Start uvicorn on `store`, wait for /ready (and, with several `workers`, for every worker's start-up line
-    in `log_path`: /ready answers as soon as one is up), yield, then stop the process we started (by pid)."""
+def serve(
+    store: Path,
+    *,
+    timeout: float = 600.0,
+    log_path: Path | None = None,
+    workers: int = 1,
+    command: Callable[[int], list[str]] | None = None,
+    ready_path: str = "/ready",
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Start uvicorn on `store` (or `command(port)`), wait for `ready_path` (and, with several `workers`, for
+    every worker's start-up line in `log_path`: /ready answers as soon as one is up), yield, then stop what we
+    started: the process and its children, which run in a session of their own (LitServe forks workers)."""
     port = free_port()
-    env = {**os.environ, "RECSYS_MODELS_DIR": str(store)}
+    env = {**os.environ, "RECSYS_MODELS_DIR": str(store), **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     start = time.perf_counter()
-    proc = subprocess.Popen(uvicorn_command(port, workers), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    cmd = command(port) if command else uvicorn_command(port, workers)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{HOST}:{port}"
     try:
         while True:
@@ -87,7 +104,7 @@ def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None, 
             if time.perf_counter() - start > timeout:
                 raise RuntimeError(f"server not ready after {timeout} s (log: {log_path})")
             try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
+                with urllib.request.urlopen(f"{url}{ready_path}", timeout=2) as r:
                     if r.status == 200:
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -100,14 +117,54 @@ def serve(store: Path, *, timeout: float = 600.0, log_path: Path | None = None, 
         ready = time.perf_counter() - start
         yield Server(pid=proc.pid, url=url, ready_seconds=ready, rss_after_load_mb=rss_mb(proc.pid))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop_group(proc)
         if log_path:
             log.close()  # type: ignore[union-attr]
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group we created (our server and whatever it forked), SIGKILL after 20 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # children (LitServe workers) may outlive the leader briefly
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of `pids` so far, from /proc (clock ticks)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process in process group `pgid` (a server and the workers it started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
 
 
 def get_json(url: str) -> Any:
@@ -116,6 +173,7 @@ def get_json(url: str) -> Any:
 
 
 def post_json(url: str, body: dict[str, Any]) -> Any:
+    """POST `body` as JSON and return the decoded answer."""
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )

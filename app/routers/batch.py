@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.middleware import mark_served
 from app.schemas import ERROR_RESPONSES, BatchRecommendRequest, BatchRecommendResponse
 from app.services import batch as service
@@ -16,9 +16,7 @@ router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESP
 
 
 @router.post("/batch")
-async def recommend_batch(
-    body: BatchRecommendRequest, registry: RegistryDep, request: Request
-) -> BatchRecommendResponse:
+async def recommend_batch(body: BatchRecommendRequest, request: Request) -> BatchRecommendResponse:
     """Recommend for many known users at once, scored in one batched model call where the model has one.
 
     The filters apply to every user as in `GET /recommend/{user_id}`; each user's training items are left out
@@ -33,7 +31,11 @@ async def recommend_batch(
         diversity=body.diversity,
     )
     result = service.recommend_batch(
-        registry=registry, user_ids=body.user_ids, model=body.model, filters=filters, exclude_seen=body.exclude_seen
+        registry=registry_of(request),
+        user_ids=body.user_ids,
+        model=body.model,
+        filters=filters,
+        exclude_seen=body.exclude_seen,
     )
     mark_served(request, model=result.model, version=result.model_version)
     return result

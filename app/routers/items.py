@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from app.artifacts import MODEL_NAMES
-from app.deps import RegistryDep
+from app.deps import RegistryDep, registry_of
 from app.middleware import mark_served
 from app.schemas import (
     CATALOG_BOUND,
@@ -36,7 +36,6 @@ async def get_item(item_id: ItemId, registry: RegistryDep) -> ItemResponse:
 @router.get("/{item_id}/similar")
 async def get_similar_items(
     item_id: ItemId,
-    registry: RegistryDep,
     request: Request,
     k: Annotated[
         int,
@@ -54,6 +53,6 @@ async def get_similar_items(
     ] = "mf",
 ) -> SimilarResponse:
     """Get the items nearest to an item by cosine similarity of a model's item embeddings."""
-    result = service.similar_items(registry=registry, item_id=item_id, model=model, k=k)
+    result = service.similar_items(registry=registry_of(request), item_id=item_id, model=model, k=k)
     mark_served(request, model=result.model, version=result.model_version)
     return result

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
@@ -26,11 +26,9 @@ router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSE
 
 # Declared before /{model} so that "lstm" reaches the sequence handler.
 @router.post("/lstm")
-async def predict_sequence(
-    body: SequencePredictRequest, registry: RegistryDep, request: Request
-) -> SequencePredictResponse:
+async def predict_sequence(body: SequencePredictRequest, request: Request) -> SequencePredictResponse:
     """Predict the stars of each item in a sequence from the items and ratings before it (LSTM)."""
-    result = service.predict_sequence(registry=registry, items=body.items, ratings=body.ratings or [])
+    result = service.predict_sequence(registry=registry_of(request), items=body.items, ratings=body.ratings or [])
     mark_served(request, model=result.model, version=result.model_version)
     return result
 
@@ -44,7 +42,6 @@ async def predict_ratings(
         Path(description="A pair model: mf or dense", examples=["mf"], json_schema_extra={"enum": PAIR_MODELS}),
     ],
     body: PairPredictRequest,
-    registry: RegistryDep,
     request: Request,
 ) -> PredictResponse | AnonymousPredictResponse:
     """Predict the stars a user would give each of the items (mf or dense).
@@ -52,6 +49,7 @@ async def predict_ratings(
     A known user sends `user_id`; a visitor sends the films they rated (`items` and `ratings`), which are folded
     in as a new user, and `item_ids` to predict.
     """
+    registry = registry_of(request)
     result: PredictResponse | AnonymousPredictResponse
     if body.user_id is None:
         assert body.items is not None and body.ratings is not None  # the schema allows no other visitor

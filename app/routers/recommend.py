@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.artifacts import MODEL_NAMES
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.middleware import mark_served
 from app.schemas import (
     BOOL_NOTE,
@@ -53,7 +53,6 @@ async def recommend_items(
     user_id: Annotated[
         int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196]), DECIMAL_DIGITS
     ],
-    registry: RegistryDep,
     request: Request,
     k: Annotated[
         int,
@@ -101,7 +100,7 @@ async def recommend_items(
     )
     call = partial(
         service.recommend_for_user,
-        registry=registry,
+        registry=registry_of(request),
         user_id=user_id,
         model=model,
         filters=filters,
@@ -113,9 +112,7 @@ async def recommend_items(
 
 
 @router.post("", response_model=RecommendResponse)
-async def recommend_session(
-    body: SessionRecommendRequest, registry: RegistryDep, request: Request
-) -> RecommendResponse | Response:
+async def recommend_session(body: SessionRecommendRequest, request: Request) -> RecommendResponse | Response:
     """Recommend for an anonymous visitor: the LSTM's next items, or mf/dense with the ratings folded in.
 
     With `model=lstm` (the default) the items are a session, oldest first, and the LSTM ranks what comes next.
@@ -134,7 +131,7 @@ async def recommend_session(
     if body.model == "lstm":
         call = partial(
             service.recommend_for_session,
-            registry=registry,
+            registry=registry_of(request),
             items=body.items,
             ratings=body.ratings or [],
             filters=filters,
@@ -143,7 +140,7 @@ async def recommend_session(
     else:
         call = partial(
             foldin.recommend_for_visitor,
-            registry=registry,
+            registry=registry_of(request),
             model=body.model,
             items=body.items,
             ratings=body.ratings or [],

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from app.deps import RegistryDep
+from app.deps import registry_of
 from app.schemas import ERROR_RESPONSES, MAX_QUERY_LENGTH, MAX_SEARCH_RESULTS, ItemSearchResponse
 from app.services import search as service
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/items", tags=["items"], responses=ERROR_RESPONSES)
 
 @router.get("")
 async def search_items(
-    registry: RegistryDep,
+    request: Request,
     q: Annotated[
         str,
         Query(
@@ -32,4 +32,4 @@ async def search_items(
     Case- and accent-insensitive ("amelie" finds "Amélie"); MovieLens' trailing articles match either way
     round ("the empire" finds "Empire Strikes Back, The").
     """
-    return service.search_items(registry=registry, q=q, limit=limit)
+    return service.search_items(registry=registry_of(request), q=q, limit=limit)

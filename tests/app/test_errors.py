@@ -20,7 +20,7 @@ def test_an_unexpected_exception_is_a_json_500(
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(predict, "predict_ratings", broken)
-    app = create_app(Settings(models_dir=synthetic_store.path))
+    app = create_app(Settings(models_dir=synthetic_store.path, access_log=True))  # off by default
     # The default raise_server_exceptions=True: the middleware answers, nothing propagates to the client.
     with TestClient(app) as client, caplog.at_level(logging.INFO):
         r = client.post("/predict/mf", json={"user_id": 101, "item_ids": [1001]}, headers={"X-Request-ID": "t-1"})

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.logs import JsonFormatter, KeyValueFormatter, request_id_var
+from app.logs import JsonFormatter, KeyValueFormatter, new_request_id, request_id_var
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import SyntheticStore
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 ACCESS_FIELDS = {"method", "route", "status", "duration_ms", "request_id"}
@@ -31,6 +36,21 @@ def test_an_acceptable_request_id_is_echoed(client: TestClient, given: str) -> N
 def test_an_unacceptable_request_id_is_replaced(client: TestClient, given: str) -> None:
     r = client.get("/health", headers={"X-Request-ID": given.encode("latin-1", "replace")})
     assert GENERATED_ID.fullmatch(r.headers["x-request-id"])
+
+
+def test_generated_ids_differ_in_a_forked_child() -> None:
+    # Workers forked from one parent must not hand out the same ids: the prefix is drawn again in the child.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    mine = new_request_id()
+    assert GENERATED_ID.fullmatch(child) and GENERATED_ID.fullmatch(mine) and child[:16] != mine[:16]
 
 
 def test_every_response_gets_a_fresh_request_id(client: TestClient) -> None:
@@ -78,9 +98,17 @@ def _access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
     return [r for r in caplog.records if r.name == "app.access"]
 
 
+@pytest.fixture(scope="module")
+def logging_client(synthetic_store: SyntheticStore) -> Iterator[TestClient]:
+    """An app with the access log switched on (RECSYS_ACCESS_LOG=true; it is off by default)."""
+    with TestClient(create_app(Settings(models_dir=synthetic_store.path, access_log=True))) as test_client:
+        yield test_client
+
+
 def test_one_access_line_per_request_without_ids_bodies_or_query(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    logging_client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    client = logging_client
     with caplog.at_level(logging.INFO, logger="app.access"):
         client.get("/recommend/113?k=3&exclude=1033&model=dense", headers={"X-Request-ID": "req-1"})
         client.post("/predict/mf", json={"user_id": 117, "item_ids": [1044, 1045]}, headers={"X-Request-ID": "r2"})

@@ -22,7 +22,7 @@ def test_environment_overrides_and_relative_models_dir(monkeypatch: pytest.Monke
     monkeypatch.setenv("RECSYS_TORCH_THREADS", "2")
     monkeypatch.setenv("RECSYS_ADMIN_API_KEY", "k" * 32)
     monkeypatch.setenv("RECSYS_LOG_FORMAT", "json")
-    monkeypatch.setenv("RECSYS_ACCESS_LOG", "false")
+    monkeypatch.setenv("RECSYS_ACCESS_LOG", "true")
     get_settings.cache_clear()
     try:
         settings = get_settings()
@@ -30,7 +30,7 @@ def test_environment_overrides_and_relative_models_dir(monkeypatch: pytest.Monke
         assert settings.cors_origins == ["http://a.example", "http://b.example"]
         assert settings.max_body_bytes == 1234 and settings.torch_threads == 2
         assert settings.admin_api_key is not None and settings.admin_api_key.get_secret_value() == "k" * 32
-        assert settings.log_format == "json" and settings.access_log is False
+        assert settings.log_format == "json" and settings.access_log is True
     finally:
         get_settings.cache_clear()
 
@@ -43,9 +43,10 @@ def test_the_admin_key_is_off_when_empty_and_refused_when_short_without_echoing_
     assert "at least 16 characters" in str(info.value) and "short-secret" not in str(info.value)
 
 
-def test_no_access_lines_when_switched_off(synthetic_store: SyntheticStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_access_lines_by_default(synthetic_store: SyntheticStore, caplog: pytest.LogCaptureFixture) -> None:
+    # Off unless RECSYS_ACCESS_LOG=true, as uvicorn's own line is off under `make serve` (--no-access-log).
     with (
-        TestClient(create_app(Settings(models_dir=synthetic_store.path, access_log=False))) as client,
+        TestClient(create_app(Settings(models_dir=synthetic_store.path))) as client,
         caplog.at_level(logging.INFO),
     ):
         assert client.get("/health").headers["x-request-id"]
@@ -67,7 +68,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = Settings()
     assert settings.models_dir == tmp_path / "models_store"
     assert settings.cors_origins == [] and settings.torch_threads == 1
-    assert settings.admin_api_key is None and settings.log_format == "text" and settings.access_log
+    assert settings.admin_api_key is None and settings.log_format == "text" and settings.access_log is False
 
 
 def test_cors_is_off_by_default_and_on_for_listed_origins(synthetic_store: SyntheticStore) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from app.metrics import ServiceMetrics
 from app.registry import IdIndex, RegistryHolder, popularity_prior
@@ -63,3 +64,22 @@ def test_left_pad_keeps_the_last_items_and_aligns_their_ratings() -> None:
     items, ratings = left_pad(np.arange(1, 13), np.arange(1, 12, dtype=np.float32) % 5 + 1, 9)
     assert items.tolist() == list(range(4, 13))
     assert ratings.tolist()[-1] == 0.0 and ratings.tolist()[0] == (4 % 5) + 1
+
+
+def test_latency_buckets_are_inclusive_cumulative_and_counted_like_prometheus_client() -> None:
+    metrics = ServiceMetrics(RegistryHolder())
+    for seconds in (0.001, 0.0011, 3.0):  # on a bound, just past it, past every bound
+        metrics.observe("GET", "/health", 200, seconds, None)
+    labels = {"method": "GET", "route": "/health", "status": "200"}
+    sample = metrics.registry.get_sample_value
+    name = "recsys_http_request_duration_seconds"
+    assert sample(f"{name}_bucket", {**labels, "le": "0.0005"}) == 0
+    assert sample(f"{name}_bucket", {**labels, "le": "0.001"}) == 1
+    assert sample(f"{name}_bucket", {**labels, "le": "0.002"}) == 2
+    assert sample(f"{name}_bucket", {**labels, "le": "2.5"}) == 2
+    assert sample(f"{name}_bucket", {**labels, "le": "+Inf"}) == sample(f"{name}_count", labels) == 3
+    assert sample(f"{name}_sum", labels) == pytest.approx(3.0021)
+    assert sample("recsys_http_requests_total", labels) == 3
+    assert sample("recsys_http_requests_created", labels) is not None
+    metrics.in_flight = 2
+    assert sample("recsys_http_requests_in_progress") == 2

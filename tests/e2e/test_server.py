@@ -74,7 +74,12 @@ def test_a_real_server_limits_chunked_bodies_logs_json_and_reloads_on_sighup(
             else:
                 shutil.copy(path, live / path.name)
     shutil.copy(synthetic_store.path / MANIFEST_FILE, live / MANIFEST_FILE)
-    env = {"RECSYS_ADMIN_API_KEY": KEY, "RECSYS_LOG_FORMAT": "json", "RECSYS_MAX_BODY_BYTES": "4096"}
+    env = {
+        "RECSYS_ADMIN_API_KEY": KEY,
+        "RECSYS_LOG_FORMAT": "json",
+        "RECSYS_MAX_BODY_BYTES": "4096",
+        "RECSYS_ACCESS_LOG": "true",  # off by default; this test reads the access line
+    }
     with running_server(live, tmp_path / "server.log", **env) as server:
         before = _versions(server)
 
