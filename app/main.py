@@ -70,7 +70,7 @@ from app.logs import configure_logging
 from app.metrics import ServiceMetrics
 from app.middleware import BodySizeLimitMiddleware, ObservabilityMiddleware
 from app.registry import ModelRegistry, RegistryHolder
-from app.routers import admin, health, items, metrics, models, predict, recommend
+from app.routers import admin, batch, health, items, metrics, models, predict, recommend, search, ui
 from app.schemas import CATALOG_BOUND, CATALOG_GENRE, CATALOG_GENRE_LIST, STORE_SCALE, comma_list_pattern
 from app.services.admin import reload_models
 from app.settings import Settings, get_settings
@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry_holder = RegistryHolder()
     app.state.metrics = ServiceMetrics(app.state.registry_holder)
     _include_routers(app)
+    ui.mount_static(app)
     _add_error_handlers(app)
     _bound_by_catalog(app)
     add_offline_docs(app)
@@ -195,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _include_routers(app: FastAPI) -> None:
-    for module in (predict, recommend, items, models, health, admin, metrics):
+    for module in (predict, batch, recommend, search, items, models, health, admin, metrics, ui):
         for route in module.router.routes:
             # A handler's one-line docstring is its OpenAPI summary (FastAPI would title-case its name).
             if isinstance(route, APIRoute) and route.summary is None and route.description:

@@ -51,6 +51,7 @@ from app.errors import (
     UnknownModelError,
     UnknownUserError,
 )
+from app.foldin import LinearView, build_view
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,18 @@ class ModelRegistry:
         # Every real item; candidate masks start from a copy of this.
         self.all_items = np.ones(self.n_items + 1, dtype=bool)
         self.all_items[0] = False
+        # Linear views of each model's known users (app.foldin): batch scoring and new users from a few ratings.
+        self.views: dict[str, LinearView] = {
+            name: build_view(
+                m.module,
+                name,
+                n_users=self.n_users,
+                indptr=self.indptr,
+                history_items=self.history_items,
+                history_ratings=self.history_ratings,
+            )
+            for name, m in models.items()
+        }
 
     # --- loading ------------------------------------------------------------------------------------------
 

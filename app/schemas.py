@@ -101,6 +101,10 @@ Stars = Annotated[
         json_schema_extra=STORE_SCALE,
     ),
 ]
+DIVERSITY_DESCRIPTION = (
+    "0 to 1: re-rank by maximal marginal relevance over the model's item embeddings; 0 is the plain ranking, "
+    "0.3 trades a little accuracy for visibly broader lists"
+)
 
 
 class _Schema(BaseModel):
@@ -302,7 +306,10 @@ class RecommendResponse(_Schema):
     user_id: int | None = Field(description="null for anonymous (session) recommendations")
     model: str
     model_version: str | None = Field(description="null when no model ranked the items (popular)")
-    strategy: Literal["personalized", "popular", "session"]
+    strategy: Literal["personalized", "popular", "session", "fold-in"] = Field(
+        description="personalized: a known user; popular: the fallback for an unknown one; session: the LSTM "
+        "after an anonymous session; fold-in: mf or dense with the session's ratings folded in as a new user"
+    )
     total: int = Field(description="How many items matched the filters (before offset and k)")
     offset: int
     items: list[RecommendedItem] = Field(description="Best first")
@@ -338,7 +345,12 @@ class SessionRecommendRequest(_Request):
         description="How many items to return; at most the catalog size (`maximum`)",
         json_schema_extra=CATALOG_BOUND,
     )
-    model: Literal["lstm"] = Field(default="lstm", description="Only the sequence model (lstm) reads sessions")
+    model: Literal["mf", "dense", "lstm"] = Field(
+        default="lstm",
+        description="lstm: the next items after the session (its last 9 items are the context); mf, dense: the "
+        "rated items are folded in as a new user (a least-squares user vector against the frozen item factors), "
+        "so only items with a rating inform them",
+    )
     genres: list[Genre] | None = Field(
         default=None, max_length=MAX_GENRES, description="Only items having any of these genres"
     )
@@ -347,6 +359,7 @@ class SessionRecommendRequest(_Request):
     )
     offset: int = Field(default=0, ge=0, le=MAX_ID, description="Skip this many of the best items (paging)")
     explain: bool = Field(default=False, description="Add `because`: similar session items rated 4+")
+    diversity: float = Field(default=0.0, ge=0.0, le=1.0, description=DIVERSITY_DESCRIPTION)
 
     @model_validator(mode="after")
     def _ratings_fit(self) -> SessionRecommendRequest:
@@ -545,3 +558,168 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown model, user or item; the message names them"},
     422: {"model": ValidationErrorResponse, "description": "Invalid input; the message says what to fix"},
 }
+
+
+# --- new users, batch, search (issue 18) --------------------------------------------------------------------
+
+MAX_BATCH_USERS = 1000
+MAX_SEARCH_RESULTS = 100
+MAX_QUERY_LENGTH = 200
+
+
+class PairPredictRequest(_Request):
+    """`POST /predict/{mf,dense}`: a known user (`user_id`) or a visitor (`items` and `ratings`), and the items
+    to predict. One body with both forms rather than a union, so a bad field is reported at its own location."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {"user_id": 196, "item_ids": [242, 302, 377]},
+                {"items": [50, 172, 181, 1, 127], "ratings": [5, 5, 4, 3, 5], "item_ids": [242, 302]},
+            ]
+        },
+    )
+
+    user_id: RawId | None = Field(default=None, description="A known user; omit it for a visitor")
+    items: list[RawId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SESSION_ITEMS,
+        description="A visitor's rated items (raw ids), folded in as a new user; instead of user_id",
+    )
+    ratings: list[Stars] | None = Field(
+        default=None, min_length=1, max_length=MAX_SESSION_ITEMS, description="The visitor's stars, one per item"
+    )
+    item_ids: list[RawId] = Field(
+        min_length=1, max_length=MAX_PAIR_ITEMS, description=f"1 to {MAX_PAIR_ITEMS} raw item ids to predict"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PairPredictRequest:
+        visitor = self.items is not None or self.ratings is not None
+        if (self.user_id is None) == (not visitor):
+            raise ValueError("send user_id (a known user) or items and ratings (a visitor), not both or neither")
+        if visitor and (self.items is None or self.ratings is None or len(self.items) != len(self.ratings)):
+            raise ValueError("a visitor sends items and ratings of the same length: one rating per item")
+        return self
+
+
+class AnonymousPredictResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mf",
+                    "model_version": "mf-90a88f206e2c",
+                    "folded_in": 5,
+                    "predictions": [{"item_id": 242, "rating": 3.87}, {"item_id": 302, "rating": 4.21}],
+                }
+            ]
+        },
+    )
+
+    model: str
+    model_version: str
+    folded_in: int = Field(description="How many rated items the visitor's user vector was solved from")
+    predictions: list[Prediction] = Field(description="One per requested item, in request order")
+
+
+class BatchRecommendRequest(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"examples": [{"user_ids": [196, 186, 22], "k": 3, "model": "mf"}]},
+    )
+
+    user_ids: list[RawId] = Field(
+        min_length=1, max_length=MAX_BATCH_USERS, description=f"1 to {MAX_BATCH_USERS} known raw user ids"
+    )
+    k: int = Field(default=10, ge=1, le=MAX_ID, description="Items per user (at most the catalog size)")
+    model: Literal["mf", "dense", "lstm"] = Field(default="mf")
+    exclude_seen: bool = Field(default=True, description="Leave out items each user rated in training")
+    genres: list[Genre] | None = Field(
+        default=None, max_length=MAX_GENRES, description="Only items having any of these genres"
+    )
+    exclude: list[RawId] | None = Field(
+        default=None, max_length=MAX_EXCLUDE, description="Raw item ids never to recommend"
+    )
+    offset: int = Field(default=0, ge=0, le=MAX_ID, description="Skip this many of each user's best items")
+    diversity: float = Field(default=0.0, ge=0.0, le=1.0, description=DIVERSITY_DESCRIPTION)
+
+
+class BatchUserResult(_Schema):
+    user_id: int
+    total: int = Field(description="How many items matched the filters for this user (before offset and k)")
+    items: list[RecommendedItem] = Field(description="Best first")
+
+
+class BatchRecommendResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mf",
+                    "model_version": "mf-90a88f206e2c",
+                    "method": "matrix",
+                    "offset": 0,
+                    "results": [
+                        {
+                            "user_id": 196,
+                            "total": 1643,
+                            "items": [
+                                {
+                                    "item_id": 50,
+                                    "title": "Star Wars (1977)",
+                                    "year": 1977,
+                                    "genres": ["Action", "Adventure", "Romance", "Sci-Fi", "War"],
+                                    "score": 16.0381,
+                                    "rating": 4.0381,
+                                    "because": None,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    model: str
+    model_version: str
+    method: Literal["matrix", "loop"] = Field(
+        description="matrix: every user scored in one matrix product from arrays extracted at load (mf, lstm); "
+        "loop: one score_all call per user, for a model with no batched form (dense)"
+    )
+    offset: int
+    results: list[BatchUserResult] = Field(description="One per requested user, in request order")
+
+
+class ItemSearchResponse(_Schema):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "star wars",
+                    "total": 1,
+                    "items": [
+                        {
+                            "item_id": 50,
+                            "title": "Star Wars (1977)",
+                            "year": 1977,
+                            "genres": ["Action", "Adventure", "Romance", "Sci-Fi", "War"],
+                            "n_ratings": 583,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    query: str
+    total: int = Field(description="How many titles matched (before limit)")
+    items: list[ItemResponse] = Field(description="Best match first; equal matches by number of ratings")

@@ -11,11 +11,13 @@ from app.middleware import mark_served
 from app.schemas import (
     ERROR_RESPONSES,
     PAIR_MODELS,
-    PredictRequest,
+    AnonymousPredictResponse,
+    PairPredictRequest,
     PredictResponse,
     SequencePredictRequest,
     SequencePredictResponse,
 )
+from app.services import foldin
 from app.services import predict as service
 from app.strict_json import StrictJsonRoute
 
@@ -45,12 +47,22 @@ async def predict_ratings(
         str,
         Path(description="A pair model: mf or dense", examples=["mf"], json_schema_extra={"enum": PAIR_MODELS}),
     ],
-    body: PredictRequest,
+    body: PairPredictRequest,
     request: Request,
-) -> PredictResponse:
-    """Predict the stars a user would give each of the items (mf or dense)."""
-    result = service.predict_ratings(
-        registry=registry_of(request), model=model, user_id=body.user_id, item_ids=body.item_ids
-    )
+) -> PredictResponse | AnonymousPredictResponse:
+    """Predict the stars a user would give each of the items (mf or dense).
+
+    A known user sends `user_id`; a visitor sends the films they rated (`items` and `ratings`), which are folded
+    in as a new user, and `item_ids` to predict.
+    """
+    registry = registry_of(request)
+    result: PredictResponse | AnonymousPredictResponse
+    if body.user_id is None:
+        assert body.items is not None and body.ratings is not None  # the schema allows no other visitor
+        result = foldin.predict_for_visitor(
+            registry=registry, model=model, items=body.items, ratings=body.ratings, item_ids=body.item_ids
+        )
+    else:
+        result = service.predict_ratings(registry=registry, model=model, user_id=body.user_id, item_ids=body.item_ids)
     mark_served(request, model=result.model, version=result.model_version)
     return result

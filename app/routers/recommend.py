@@ -1,4 +1,5 @@
-"""GET /recommend/{user_id}: top-k for a known user (or popular items); POST /recommend: for a session."""
+"""GET /recommend/{user_id}: top-k for a known user (or popular items); POST /recommend: for a visitor (an LSTM
+session, or mf/dense with the visitor's ratings folded in)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from app.schemas import (
     CATALOG_GENRE_LIST,
     DECIMAL_DIGITS,
     DECIMAL_NOTE,
+    DIVERSITY_DESCRIPTION,
     ERROR_RESPONSES,
     ID_PATTERN,
     MAX_EXCLUDE,
@@ -31,6 +33,7 @@ from app.schemas import (
     SessionRecommendRequest,
     comma_list_pattern,
 )
+from app.services import foldin
 from app.services import recommend as service
 from app.strict_json import StrictJsonRoute
 
@@ -86,12 +89,15 @@ async def recommend_items(
     explain: Annotated[
         bool, Query(description="Add `because`: similar items the user rated 4+" + BOOL_NOTE), TRUE_OR_FALSE
     ] = False,
+    diversity: Annotated[float, Query(ge=0.0, le=1.0, description=DIVERSITY_DESCRIPTION)] = 0.0,
     fallback: Annotated[
         Literal["popular"] | None, Query(description="For an unknown user: 'popular' instead of 404")
     ] = None,
 ) -> RecommendResponse | Response:
     """Recommend the best items for a user, with optional filters, paging and explanations."""
-    filters = service.Filters(k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"))
+    filters = service.Filters(
+        k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"), diversity=diversity
+    )
     call = partial(
         service.recommend_for_user,
         registry=registry_of(request),
@@ -107,21 +113,40 @@ async def recommend_items(
 
 @router.post("", response_model=RecommendResponse)
 async def recommend_session(body: SessionRecommendRequest, request: Request) -> RecommendResponse | Response:
-    """Recommend the next items for an anonymous session of items (LSTM)."""
+    """Recommend for an anonymous visitor: the LSTM's next items, or mf/dense with the ratings folded in.
+
+    With `model=lstm` (the default) the items are a session, oldest first, and the LSTM ranks what comes next.
+    With `model=mf` or `model=dense` the rated items are folded in as a new user: a user vector solved by
+    regularised least squares against the model's frozen item factors, so a visitor who rated five films gets a
+    personalised list from any model. Every model leaves the given items out.
+    """
     filters = service.Filters(
         k=body.k,
         offset=body.offset,
         genres=tuple(body.genres or ()),
         exclude=tuple(body.exclude or ()),
+        diversity=body.diversity,
     )
-    call = partial(
-        service.recommend_for_session,
-        registry=registry_of(request),
-        items=body.items,
-        ratings=body.ratings or [],
-        filters=filters,
-        explain=body.explain,
-    )
+    call: Callable[[], RecommendResponse]
+    if body.model == "lstm":
+        call = partial(
+            service.recommend_for_session,
+            registry=registry_of(request),
+            items=body.items,
+            ratings=body.ratings or [],
+            filters=filters,
+            explain=body.explain,
+        )
+    else:
+        call = partial(
+            foldin.recommend_for_visitor,
+            registry=registry_of(request),
+            model=body.model,
+            items=body.items,
+            ratings=body.ratings or [],
+            filters=filters,
+            explain=body.explain,
+        )
     return await _serve(request, call, k=body.k, explain=body.explain)
 
 

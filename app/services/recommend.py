@@ -20,6 +20,7 @@ import torch
 from app.errors import InvalidRequestError, UnknownUserError
 from app.registry import CONTEXT_LENGTH, LoadedModel, ModelRegistry
 from app.schemas import Because, RecommendedItem, RecommendResponse
+from app.services.diversity import mmr_order, pool_size
 from app.services.predict import DECIMALS, left_pad
 
 EXPLAIN_TOP = 3  # similar liked items shown per recommendation
@@ -34,6 +35,7 @@ class Filters:
     offset: int = 0
     genres: tuple[str, ...] = ()
     exclude: tuple[int, ...] = ()
+    diversity: float = 0.0  # MMR trade-off in [0, 1] (app.services.diversity); 0 is the plain ranking
 
 
 def recommend_for_user(
@@ -131,6 +133,20 @@ def top_page(scores: np.ndarray, mask: np.ndarray, *, k: int, offset: int) -> tu
     return page, total
 
 
+def ranked_page(scores: np.ndarray, mask: np.ndarray, unit: np.ndarray, filters: Filters) -> tuple[np.ndarray, int]:
+    """`top_page`, re-ranked by maximal marginal relevance over `unit` embeddings when ``filters.diversity > 0``."""
+    if filters.diversity <= 0.0:
+        return top_page(scores, mask, k=filters.k, offset=filters.offset)
+    total = int(np.count_nonzero(mask))
+    need = min(filters.offset + filters.k, total)
+    if need <= filters.offset:
+        return np.zeros(0, dtype=np.int64), total
+    pool, _ = top_page(scores, mask, k=min(pool_size(need), total), offset=0)
+    order = mmr_order(scores[pool].astype(np.float64), unit[pool], need, filters.diversity)
+    page: np.ndarray = pool[order[filters.offset :]]
+    return page, total
+
+
 def explain_items(loaded: LoadedModel, page: np.ndarray, liked: np.ndarray) -> list[list[tuple[int, float]]]:
     """For each recommended index, up to EXPLAIN_TOP (liked index, cosine similarity), most similar first."""
     liked = np.unique(liked)
@@ -160,7 +176,7 @@ def _ranked(
     user_id: int | None,
     strategy: Literal["personalized", "session"],
 ) -> RecommendResponse:
-    page, total = top_page(scores, mask, k=filters.k, offset=filters.offset)
+    page, total = ranked_page(scores, mask, loaded.unit_embeddings, filters)
     because = explain_items(loaded, page, liked) if liked is not None else None
     return RecommendResponse(
         user_id=user_id,
@@ -182,7 +198,7 @@ def _popular(
     explain: bool,
 ) -> RecommendResponse:
     counts = registry.popularity.astype(np.float64)
-    page, total = top_page(counts, mask, k=filters.k, offset=filters.offset)
+    page, total = ranked_page(counts, mask, loaded.unit_embeddings, filters)
     return RecommendResponse(
         user_id=user_id,
         model=loaded.name,

@@ -4,7 +4,7 @@ No input may produce a 5xx, and every response must match the documented status 
 requests must be accepted and schema-violating ones rejected (`CHECKS`, what ``schemathesis --checks all`` runs
 against one operation at a time).
 
-One pytest item per operation (12), each with its own id: schemathesis' own ``schema.parametrize()`` gave its 11
+One pytest item per operation (14), each with its own id: schemathesis' own ``schema.parametrize()`` gave its 11
 items a single node id, so under ``pytest-xdist`` (``make test``) they collapsed into one and CI fuzzed only
 ``POST /predict/lstm``. `test_every_operation_is_fuzzed` fails if the fuzzed operations stop matching the API.
 
@@ -57,7 +57,7 @@ CHECKS = [
     unsupported_method,
 ]
 # The operations the API has; fuzzing fewer is a CI bug, more means this list (and the API docs) are stale.
-EXPECTED_OPERATIONS = 12
+EXPECTED_OPERATIONS = 14
 FUZZ = settings(
     max_examples=25,
     deadline=None,
@@ -98,6 +98,10 @@ def known_false_positive(failure: Failure, response: Any) -> bool:
       optional field pydantic reports that value twice: ``int_type`` and, for the null branch, ``none_required``.
     - ``ratings`` longer than ``items`` rejected: "at most one rating per item" relates two fields' lengths,
       which JSON Schema cannot state; the field's description says it.
+    - ``POST /predict/{model}`` bodies that are neither a known user nor a whole visitor rejected: the body is
+      ``user_id`` *or* ``items`` with one rating each in ``ratings``; the lengths' relation is beyond JSON Schema
+      and the either-or is stated in the body's description (a ``oneOf`` would also have to forbid
+      ``"user_id": null``, which the service accepts as "no user").
 
     Only the CLI (``schemathesis run --checks all`` against a live server, 3 reports with seeds 1 and 2) also
     reports ``POST /predict/dense`` with ``{"item_ids": [...], "items": "0", "user_id": 196}`` as a "schema-valid
@@ -117,7 +121,10 @@ def known_false_positive(failure: Failure, response: Any) -> bool:
         # An optional field's other branch (`X | None`) reports the same value as "should be None".
         if issue.get("type") == "none_required":
             return True
-        return issue.get("type") == "value_error" and "ratings has" in issue.get("msg", "")
+        message = issue.get("msg", "")
+        if issue.get("type") == "value_error" and ("a visitor sends" in message or "send user_id" in message):
+            return True
+        return issue.get("type") == "value_error" and "ratings has" in message
 
     # "Should be None" alone is a real rejection; beside an explained issue it is that issue's other branch.
     if all(issue.get("type") == "none_required" for issue in issues):

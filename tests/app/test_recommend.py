@@ -265,7 +265,7 @@ def test_session_ranks_by_rank_next_with_score_next_stars(client: TestClient, sy
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        ({"items": [1001], "model": "mf"}, 422, "'lstm'"),
+        ({"items": [1001], "model": "svd"}, 422, "'lstm'"),  # mf and dense fold a visitor in
         ({"items": []}, 422, "at least 1"),
         ({"items": [1001], "ratings": [4, 4]}, 422, "ratings has 2 values but items only 1"),
         ({"items": [1001], "k": 0}, 422, "greater than or equal to 1"),
