@@ -47,8 +47,7 @@ def measure(registry: ModelRegistry, task: RankingTask) -> dict[str, list[dict[s
     for name in MODELS:
         loaded = registry.models[name]
         with torch.inference_mode():
-            stars = np.stack([loaded.module.score_all(torch.tensor([int(u)])).numpy() for u in task.users])
-        scores = stars + loaded.rank_bonus
+            scores = np.stack([loaded.module.rank_all(torch.tensor([int(u)])).numpy() for u in task.users])
         rows = []
         for setting in SETTINGS:
             filters = Filters(k=K, diversity=setting)

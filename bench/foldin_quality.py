@@ -2,12 +2,13 @@
 
 For the test users of a canonical split, each with at least `MAX_N` training ratings: fold the user in from
 their first 5, 10 and 20 training ratings (time order) with the service's own code (`app.foldin`, the view the
-registry builds at load), rank with the model's popularity blend (chosen on validation at training time), and
+registry builds at load), rank by the model's served ranking score (mf: its ranking vectors; dense: the
+folded-in stars), and
 measure NDCG@10 on the held-out test ratings with `training.ranking.RankingTask` (relevant: test items rated
 4+; candidates: every item not in the user's training data, for every row alike). Beside it, in the same run
-on the same users: the trained user (``score_all``), fold-in from every training rating, the popularity
-baseline, and the LSTM reading the same first n ratings as a session (what `POST /recommend` does with
-``model=lstm``).
+on the same users: the trained user (``rank_all``), fold-in from every training rating, the popularity
+baseline, and the LSTM ranking after the same first n ratings as a session (``rank_next``, what
+`POST /recommend` does with ``model=lstm``).
 
 The store must be trained on the split's base file (``python -m training --split u1 --out DIR``), so test
 ratings never informed the models. The item side, and the prior the fold-in uses, were trained with every
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from app.registry import CONTEXT_LENGTH, ModelRegistry
+from app.services.foldin import _folded
 from app.services.predict import left_pad
 from training.data import load_movielens
 from training.ranking import RankingTask
@@ -42,38 +44,32 @@ def subset_task(task: RankingTask, keep: np.ndarray) -> RankingTask:
 
 
 def measure(registry: ModelRegistry, task: RankingTask) -> dict[str, Any]:
-    """NDCG@10 (blended with each model's weight) per row and model; every row on the same users."""
+    """NDCG@10 of the served ranking score per row and model; every row on the same users."""
     users = task.users
     histories = [registry.history(int(u)) for u in users]
     results: dict[str, Any] = {"users": len(users), "popularity": task.evaluate_popularity()["ndcg@10"], "models": {}}
     for name in ("mf", "dense"):
         loaded = registry.models[name]
-        view = registry.views[name]
-        weight = loaded.entry.popularity_weight
         with torch.inference_mode():
-            trained = np.stack([loaded.module.score_all(torch.tensor([int(u)])).numpy() for u in users])
+            trained = np.stack([loaded.module.rank_all(torch.tensor([int(u)])).numpy() for u in users])
         rows = {"trained user": trained}
         for n in (*COUNTS, None):
             rows[f"fold-in, first {n}" if n else "fold-in, all"] = np.stack(
-                [view.stars_of(view.fold_in(items[:n], ratings[:n])) for items, ratings in histories]
+                [_folded(registry, loaded, items[:n], list(ratings[:n]))[0] for items, ratings in histories]
             )
-        results["models"][name] = {
-            "popularity_weight": weight,
-            **{label: task.evaluate(stars, weight)["ndcg@10"] for label, stars in rows.items()},
-            **{f"{label}, unblended": task.evaluate(stars, 0.0)["ndcg@10"] for label, stars in rows.items()},
-        }
+        results["models"][name] = {label: task.evaluate(scores, 0.0)["ndcg@10"] for label, scores in rows.items()}
     lstm = registry.models["lstm"]
-    session: dict[str, float] = {"popularity_weight": lstm.entry.popularity_weight}
+    session: dict[str, float] = {}
     for n in COUNTS:
-        stars = []
+        scores = []
         with torch.inference_mode():
             for items, ratings in histories:
                 context_items, context_ratings = left_pad(items[:n], ratings[:n], CONTEXT_LENGTH)
-                out = lstm.module.score_next(
+                out = lstm.module.rank_next(
                     torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None])
                 )
-                stars.append(out.numpy())
-        session[f"session, first {n}"] = task.evaluate(np.stack(stars), lstm.entry.popularity_weight)["ndcg@10"]
+                scores.append(out.numpy())
+        session[f"session, first {n}"] = task.evaluate(np.stack(scores), 0.0)["ndcg@10"]
     results["models"]["lstm"] = session
     return results
 
@@ -93,18 +89,6 @@ def markdown(results: dict[str, Any], split: str) -> str:
     lstm = results["models"]["lstm"]
     cells = ["n/a", *(f"{lstm[f'session, first {n}']:.3f}" for n in COUNTS), "n/a"]
     lines.append("| lstm (session) | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(
-        "Unblended (weight 0, stars alone): "
-        + "; ".join(
-            f"{name} "
-            + ", ".join(
-                f"{label.replace('fold-in, ', '')} {results['models'][name][label + ', unblended']:.3f}"
-                for label in labels
-            )
-            for name in ("mf", "dense")
-        )
-    )
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ def recommend_for_visitor(
 ) -> RecommendResponse:
     """The best items for a visitor who rated the leading items of `items`, by the pair model `model`."""
     loaded = registry.model(model, kind="pair")
+    registry.check_ratings(ratings)
     index = registry.item_indices(items)
     mask = candidate_mask(registry, filters)
     scores, stars = _folded(registry, loaded, index, ratings)
@@ -66,6 +67,7 @@ def predict_for_visitor(
 ) -> AnonymousPredictResponse:
     """Predicted stars for `item_ids` of a visitor who gave `ratings` to `items`, by the pair model `model`."""
     loaded = registry.model(model, kind="pair")
+    registry.check_ratings(ratings)
     index = registry.item_indices(items)
     targets = registry.item_indices(item_ids)
     stars = _folded(registry, loaded, index, ratings)[1][targets]

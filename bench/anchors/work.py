@@ -69,17 +69,18 @@ class Work:
         return {
             "model": "lstm",
             "model_version": loaded.version,
+            "user_id": None,
             "predictions": [{"item_id": i, "rating": s} for i, s in zip(items, stars, strict=True)],
         }
 
     def recommend(self, user_id: int, model: str, k: int) -> dict[str, Any]:
-        """score_all, seen items masked, top-k (ties to the lower index) with titles."""
+        """rank_all and score_all, seen items masked, top-k (ties to the lower index) with titles."""
         r = self.registry
         loaded = r.models[model]
         user = r.user_index(user_id)
         with torch.inference_mode():
-            stars = loaded.module.score_all(torch.tensor([user], dtype=torch.int64)).numpy()
-        scores = stars + loaded.rank_bonus
+            index = torch.tensor([user], dtype=torch.int64)
+            scores, stars = loaded.module.rank_all(index).numpy(), loaded.module.score_all(index).numpy()
         scores[0] = -np.inf
         seen, _ = r.history(user)
         scores[seen] = -np.inf
