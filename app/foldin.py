@@ -5,7 +5,7 @@ scoring a thousand known users at once (`POST /recommend/batch`, ``python -m app
 who is in no table (`POST /recommend` with ``model=mf|dense``: a few rated films in, a personalised list out).
 Both use the same object, a `LinearView` per model: every known user's predicted stars written as
 
-    stars(u, i) = clip(offset[i] + basis[i] · coef[u], 1, 5)
+    stars(u, i) = clip(offset[i] + basis[i] · coef[u], low, high)
 
 with ``basis`` ``[n_items + 1, r]`` and ``coef`` ``[n_users + 1, r]``, numpy arrays built here from the
 module's public contract only (``score_all`` and ``item_embeddings``), so nothing depends on how a module
@@ -45,8 +45,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-STARS_LOW, STARS_HIGH = 1.0, 5.0
-CLAMP_EPS = 1e-4  # a prediction within this of 1 or 5 stars may have been clamped: its true value is unknown
+CLAMP_EPS = 1e-4  # a prediction this near the scale's ends may have been clamped: its true value is unknown
 EXACT_TOLERANCE = 2e-3  # stars; a view reproducing score_all to this is used in place of it
 IMPUTE_ROUNDS = 200  # hard-impute rounds at most; a few suffice unless many predictions are clamped
 CHUNK_USERS = 4096  # score_all rows gathered per block (bounds memory to CHUNK_USERS x n_items floats)
@@ -65,7 +64,7 @@ class RankView:
 
 @dataclass(frozen=True, eq=False)
 class LinearView:
-    """``stars(u, i) = clip(offset[i] + basis[i] · coef[u], 1, 5)`` for every known user, and a fold-in prior."""
+    """``stars(u, i) = clip(offset[i] + basis[i] · coef[u], low, high)`` for every known user, and a fold-in prior."""
 
     basis: np.ndarray  # [n_items + 1, r] float64, row 0 zero
     offset: np.ndarray  # [n_items + 1] float64 unclamped stars of a user with coef 0
@@ -76,6 +75,8 @@ class LinearView:
     prior_precision: np.ndarray  # [r, r] inverse covariance of the known users' coefficients
     noise: float  # variance (stars^2) of training ratings around the model's own predictions
     rank: RankView | None = None
+    low: float = 1.0  # the store's rating scale (manifest dataset.rating_min..rating_max)
+    high: float = 5.0
     _coef32: np.ndarray = field(init=False, repr=False)
     _basis32_t: np.ndarray = field(init=False, repr=False)
     _offset32: np.ndarray = field(init=False, repr=False)
@@ -91,7 +92,7 @@ class LinearView:
         """Predicted stars ``[len(users), n_items + 1]`` float32 of known user indices, one matrix product."""
         out = _mm(self._coef32[users], self._basis32_t)
         out += self._offset32
-        clipped: np.ndarray = np.clip(out, STARS_LOW, STARS_HIGH, out=out)
+        clipped: np.ndarray = np.clip(out, self.low, self.high, out=out)
         return clipped
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ class LinearView:
 
     def stars_of(self, coef: np.ndarray) -> np.ndarray:
         """Predicted stars ``[n_items + 1]`` of a (folded-in) coefficient."""
-        out: np.ndarray = np.clip(self.basis @ coef + self.offset, STARS_LOW, STARS_HIGH)
+        out: np.ndarray = np.clip(self.basis @ coef + self.offset, self.low, self.high)
         return out
 
     def rank_vector_of(self, coef: np.ndarray) -> np.ndarray | None:
@@ -125,6 +126,7 @@ def build_view(
     indptr: np.ndarray,
     history_items: np.ndarray,
     history_ratings: np.ndarray,
+    scale: tuple[float, float] = (1.0, 5.0),
 ) -> LinearView:
     """The `LinearView` of a pair model or the LSTM's known users (see the module docstring)."""
     stars = _known_user_stars(module, n_users)  # [n_users, n_items + 1], column 0 padding
@@ -133,10 +135,11 @@ def build_view(
     if name in LINEAR_KINDS:
         basis = np.c_[embeddings, np.ones(len(embeddings))]
         basis[0] = 0.0
-        offset, coef = _fit_linear(stars, basis)
+        offset, coef = _fit_linear(stars, basis, scale)
     else:
         offset, coef, basis = _fit_low_rank(stars, rank=embeddings.shape[1] + 1)
-    fitted = np.clip(_mm(coef, basis.T) + offset, STARS_LOW, STARS_HIGH)
+    low, high = scale
+    fitted = np.clip(_mm(coef, basis.T) + offset, low, high)
     max_error = float(np.abs(fitted[:, 1:] - stars[:, 1:]).max()) if stars.size else 0.0
     exact = name in LINEAR_KINDS and max_error <= EXACT_TOLERANCE
     mean = coef.mean(axis=0)
@@ -159,6 +162,8 @@ def build_view(
         prior_precision=precision,
         noise=noise,
         rank=rank,
+        low=low,
+        high=high,
     )
 
 
@@ -172,7 +177,9 @@ def _known_user_stars(module: torch.jit.ScriptModule, n_users: int) -> np.ndarra
         return torch.stack(rows).to(torch.float64).numpy()
 
 
-def _fit_linear(stars: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_linear(
+    stars: np.ndarray, basis: np.ndarray, scale: tuple[float, float] = (1.0, 5.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """``offset`` and ``coef`` with ``stars ≈ coef @ basis.T + offset`` wherever stars are not clamped.
 
     Least squares has a closed form when every entry is known: ``offset`` is the mean user's stars projected off
@@ -186,8 +193,9 @@ def _fit_linear(stars: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.nd
     gram = b.T @ b
     # Normal equations rather than np.linalg.pinv: an r x r solve, not an SVD of the whole catalog's rows.
     pinv = np.linalg.solve(gram + 1e-9 * np.trace(gram) / len(gram) * np.eye(len(gram)), b.T)  # [r, n_items]
-    known = (observed > STARS_LOW + CLAMP_EPS) & (observed < STARS_HIGH - CLAMP_EPS)
-    high, low = observed >= STARS_HIGH - CLAMP_EPS, observed <= STARS_LOW + CLAMP_EPS
+    lo, hi = scale
+    known = (observed > lo + CLAMP_EPS) & (observed < hi - CLAMP_EPS)
+    high, low = observed >= hi - CLAMP_EPS, observed <= lo + CLAMP_EPS
     filled = observed.copy()
     rows = np.flatnonzero(~known.all(axis=1))
     column_sum = filled.sum(axis=0)
@@ -199,8 +207,8 @@ def _fit_linear(stars: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.nd
         error = float(np.abs(fit - observed[rows])[known[rows]].max(initial=0.0))
         # A clamped entry's true value lies beyond the clamp: the fit fills it, but never on the wrong side.
         update = np.where(known[rows], observed[rows], fit)
-        update = np.where(high[rows], np.maximum(update, STARS_HIGH), update)
-        update = np.where(low[rows], np.minimum(update, STARS_LOW), update)
+        update = np.where(high[rows], np.maximum(update, hi), update)
+        update = np.where(low[rows], np.minimum(update, lo), update)
         column_sum += (update - part).sum(axis=0)
         filled[rows] = update
         if error < EXACT_TOLERANCE / 10:

@@ -160,6 +160,7 @@ class ModelRegistry:
                 indptr=self.indptr,
                 history_items=self.history_items,
                 history_ratings=self.history_ratings,
+                scale=(manifest.dataset.rating_min, manifest.dataset.rating_max),
             )
             for name, m in models.items()
         }
