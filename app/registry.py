@@ -51,6 +51,7 @@ from app.errors import (
     UnknownModelError,
     UnknownUserError,
 )
+from app.retrieval import SHORTLIST_FROM, ModelRetrieval, RankSpace, RetrievalConfig, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ REQUIRED_METHODS: dict[ModelKind, tuple[str, ...]] = {
     "pair": ("predict", "score_all", "item_embeddings"),
     "sequence": ("predict", "score_all", "score_next", "item_embeddings"),
 }
+# The ranking contract's inner-product form (mf, lstm): kept through freezing where a module has it, and
+# required where a ranking space is built from it.
+RANK_METHODS = ("rank_all", "rank_item_vectors", "rank_user_vector", "rank_session_vector", "rank_next")
 HISTORY_ARRAYS = ("indptr", "items", "ratings", "popularity")
 # The LSTM's context when scoring the next item: the last SEQUENCE_LENGTH - 1 known items (score_next appends
 # the position being predicted).
@@ -109,11 +113,14 @@ class ModelRegistry:
         histories: dict[str, np.ndarray],
         models: dict[str, LoadedModel],
         load_seconds: float,
+        retrieval: dict[str, ModelRetrieval] | None = None,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
         self.catalog = catalog
         self.models = models
+        # Approximate retrieval per model; empty below the catalog-size threshold (every request exact).
+        self.retrieval = retrieval or {}
         self.load_seconds = load_seconds
         self.loaded_at = time.time()
         self.n_users = len(catalog.user_ids)
@@ -141,8 +148,9 @@ class ModelRegistry:
     # --- loading ------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, directory: Path) -> ModelRegistry:
-        """Read, verify, load and warm every artifact of the store in `directory`.
+    def load(cls, directory: Path, retrieval: RetrievalConfig | None = None) -> ModelRegistry:
+        """Read, verify, load and warm every artifact of the store in `directory`, and build the retrieval
+        indexes from the verified models if `retrieval` applies to its catalog size.
 
         Raises
         ------
@@ -163,6 +171,7 @@ class ModelRegistry:
             if entry.name != key:
                 raise RegistryError(f"{directory / MANIFEST_FILE}: entry {key!r} is named {entry.name!r}")
             models[key] = _load_model(directory, entry, manifest, prior)
+        indexes = _build_retrieval(directory, models, manifest.dataset.n_items, retrieval)
         seconds = time.perf_counter() - start
         log.info(
             "loaded model store %s (split %s, schema %d): %s in %.2f s",
@@ -179,6 +188,7 @@ class ModelRegistry:
             histories=histories,
             models=models,
             load_seconds=seconds,
+            retrieval=indexes,
         )
 
     # --- lookups (raise domain errors) ---------------------------------------------------------------------
@@ -357,7 +367,8 @@ def _load_model(directory: Path, entry: ModelEntry, manifest: Manifest, prior: n
         try:
             # Weights become constants and what depends only on them is computed once, here: e.g. the dense
             # net's item half of its first layer (its score_all drops from ~240 to ~150 us).
-            module = torch.jit.freeze(module, preserved_attrs=list(REQUIRED_METHODS[kind]))
+            preserved = [*REQUIRED_METHODS[kind], *(m for m in RANK_METHODS if hasattr(module, m))]
+            module = torch.jit.freeze(module, preserved_attrs=preserved)
         except Exception as e:
             raise RegistryError(f"{path}: torch.jit.freeze failed: {_first_line(e)}") from None
     try:
@@ -409,6 +420,45 @@ def _warm_up(module: torch.jit.ScriptModule, kind: ModelKind, n_users: int, n_it
     return result
 
 
+def _build_retrieval(
+    directory: Path, models: dict[str, LoadedModel], n_items: int, config: RetrievalConfig | None
+) -> dict[str, ModelRetrieval]:
+    """Indexes over the verified, loaded models (nothing read from disk): a ranking space per model, from its
+    own rank vectors or, for dense, mf's, with the model's popularity blend as the item term, and a cosine
+    index over its unit embeddings."""
+    if config is None or n_items < config.min_items:
+        return {}
+    started = time.perf_counter()
+    result: dict[str, ModelRetrieval] = {}
+    for name, loaded in models.items():
+        source = models.get(SHORTLIST_FROM[name])
+        space = None
+        if source is not None:
+            needed = ("rank_item_vectors", "rank_user_vector") + (
+                ("rank_session_vector",) if source.kind == "sequence" else ()
+            )
+            missing = [m for m in needed if not hasattr(source.module, m)]
+            if missing:
+                raise RegistryError(
+                    f"{directory / source.entry.file}: approximate retrieval needs {', '.join(missing)}"
+                )
+            with torch.inference_mode():
+                vectors = source.module.rank_item_vectors().to(torch.float32).numpy()
+            if vectors.shape[0] != n_items + 1 or not np.isfinite(vectors).all():
+                raise RegistryError(f"{directory / source.entry.file}: rank_item_vectors() is not finite [n+1, d]")
+            space = RankSpace.build(source.name, vectors, loaded.rank_bonus, config.dims_per_code)
+        else:
+            log.warning("%s: no %s model to shortlist from; its recommendations stay exact", name, SHORTLIST_FROM[name])
+        result[name] = ModelRetrieval(
+            config=config,
+            space=space,
+            rerank=source is not loaded,
+            similar=VectorIndex(loaded.unit_embeddings, config.dims_per_code),
+        )
+    log.info("built retrieval indexes for %d items in %.2f s", n_items, time.perf_counter() - started)
+    return result
+
+
 def _check_stars(method: str, out: torch.Tensor, shape: tuple[int, ...]) -> None:
     if tuple(out.shape) != shape:
         raise ValueError(f"{method}() returned shape {tuple(out.shape)}, expected {shape}")
@@ -434,8 +484,9 @@ class RegistryHolder:
     runs does not affect it: it finishes on the models it started with, which live until it drops them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, retrieval: RetrievalConfig | None = None) -> None:
         self._registry: ModelRegistry | None = None
+        self.retrieval = retrieval  # how every registry this holder loads retrieves
         self.reason = "the model store has not been loaded yet"
         # Serialises reloads: two at once would load the store twice and could swap in the older result last.
         self._reload_lock = anyio.Lock()
@@ -470,6 +521,6 @@ class RegistryHolder:
         """
         async with self._reload_lock:
             # The event loop keeps serving requests with the current registry while this thread loads.
-            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory)
+            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory, self.retrieval)
             previous, self._registry = self._registry, registry
             return previous, registry

@@ -61,6 +61,25 @@ class MatrixFactorization(nn.Module):
     def item_embeddings(self) -> Tensor:
         return self.item_factors.weight
 
+    # --- ranking contract (issue 13), thin stand-ins over the rating head --------------------------------------
+    # The ranking rewrite replaces these bodies; retrieval (app/retrieval.py) needs only the signatures and
+    # rank_all(user) == rank_item_vectors() @ rank_user_vector(user). The item bias is the last column, so the
+    # ranking score is one inner product (the user bias and global mean do not change a user's order); in stars
+    # (to_stars' slope), so today's popularity blend, in stars, adds on the same scale.
+    @torch.jit.export
+    def rank_item_vectors(self) -> Tensor:
+        return torch.cat([self.item_factors.weight, self.item_bias.weight], dim=1) * 4.0
+
+    @torch.jit.export
+    def rank_user_vector(self, user: Tensor) -> Tensor:
+        return torch.cat([self.user_factors(user).squeeze(0), torch.ones(1)])
+
+    @torch.jit.export
+    def rank_all(self, user: Tensor) -> Tensor:
+        return self.rank_item_vectors() @ self.rank_user_vector(user)
+
+    # --- end of ranking contract stand-ins ----------------------------------------------------------------------
+
 
 class FeaturedMF(nn.Module):
     """MF whose user and item vectors and biases also sum side-feature embeddings (SVDFeature, Chen et al. 2012):
@@ -178,6 +197,13 @@ class DenseNet(nn.Module):
     def item_embeddings(self) -> Tensor:
         return self.item_emb.weight
 
+    # --- ranking contract (issue 13), thin stand-in over the rating head; the ranking rewrite replaces it -------
+    @torch.jit.export
+    def rank_all(self, user: Tensor) -> Tensor:
+        return self.score_all(user)
+
+    # --- end of ranking contract stand-ins ----------------------------------------------------------------------
+
 
 class SequenceLSTM(nn.Module):
     """An LSTM over a user's items in time order, with the ratings of earlier positions as input.
@@ -284,3 +310,29 @@ class SequenceLSTM(nn.Module):
     @torch.jit.export
     def item_embeddings(self) -> Tensor:
         return self.item_out.weight
+
+    # --- ranking contract (issue 13), thin stand-ins over the rating head --------------------------------------
+    # The ranking rewrite replaces these bodies. The taste's last entry is a per-sequence bias (it does not
+    # change the order), so the query is the taste's item part and a 1 for the item-bias column; in stars, as mf's.
+    @torch.jit.export
+    def rank_item_vectors(self) -> Tensor:
+        return torch.cat([self.item_out.weight, self.item_bias.weight], dim=1) * 4.0
+
+    @torch.jit.export
+    def rank_user_vector(self, user: Tensor) -> Tensor:
+        return torch.cat([self.user_taste[user].squeeze(0)[:-1], torch.ones(1)])
+
+    @torch.jit.export
+    def rank_session_vector(self, items: Tensor, ratings: Tensor) -> Tensor:
+        taste, _ = self.run(items, ratings)
+        return torch.cat([taste[0, -1, :-1], torch.ones(1)])
+
+    @torch.jit.export
+    def rank_all(self, user: Tensor) -> Tensor:
+        return self.rank_item_vectors() @ self.rank_user_vector(user)
+
+    @torch.jit.export
+    def rank_next(self, items: Tensor, ratings: Tensor) -> Tensor:
+        return self.rank_item_vectors() @ self.rank_session_vector(items, ratings)
+
+    # --- end of ranking contract stand-ins ----------------------------------------------------------------------
