@@ -178,11 +178,15 @@ def serving(
             "ready_seconds": server.ready_seconds,
             "worker_rss_mb": worker_rss_mb(server.pid),
         }
-        routes = []
+        routes, single = [], []
         for model in MODELS:
             script = lua_random(tmp / f"rec-{model}.lua", f"/recommend/{{}}?k=10&model={model}", n_users)
             name = f"GET /recommend/{{random user}}?model={model}"
             routes.append(asdict(run_wrk(name, server.url, script=script, duration=duration, connections=connections)))
+            # One request at a time: the request's own latency, without queueing behind 31 others.
+            one = run_wrk(name, server.url, script=script, duration=max(duration // 2, 1), threads=1, connections=1)
+            single.append(asdict(one))
+        result["routes_one_connection"] = single
         if retrieval or n_items < Settings().ann_min_items:
             script = lua_session(tmp / "session.lua", n_items)
             routes.append(
@@ -269,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": list(os.getloadavg()),
         "cpus": len(os.sched_getaffinity(0)),
     }
+    previous = REPO / "bench" / "out" / "ann.json"
+    if not args.u1_store and previous.exists():  # keep the last u1 figures, with the command that made them
+        last = json.loads(previous.read_text())
+        if "u1" in last:
+            results["u1"] = last["u1"]
+            results["u1_command"] = last.get("u1_command", last["command"])
     if args.u1_store:
         if args.data is None:
             raise SystemExit("--u1-store needs --data (the ML-100K directory with u1.test)")

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from app.artifacts import MANIFEST_FILE
 from app.main import create_app
 from app.registry import ModelRegistry
+from app.retrieval import RetrievalConfig
 from app.services.predict import predict_ratings
 from app.settings import Settings
 from tests.conftest import SyntheticStore
@@ -207,13 +208,13 @@ def test_concurrent_reloads_run_one_at_a_time(
     lock = threading.Lock()
     load = ModelRegistry.load
 
-    def counting_load(directory: Path) -> ModelRegistry:
+    def counting_load(directory: Path, *args: RetrievalConfig | None) -> ModelRegistry:
         nonlocal active
         with lock:
             active += 1
             overlap.append(active)
         try:
-            return load(directory)
+            return load(directory, *args)
         finally:
             with lock:
                 active -= 1
