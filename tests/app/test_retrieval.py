@@ -3,7 +3,12 @@ index returns; the service with retrieval forced on (threshold 0) on the synthet
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +16,16 @@ import torch
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor, nn
 
+from app.artifacts import MANIFEST_FILE
+from app.errors import RegistryError
 from app.main import create_app
 from app.registry import ModelRegistry
 from app.retrieval import RankSpace, RetrievalConfig, VectorIndex, ranked_page
 from app.settings import Settings
 from tests.conftest import ITEM_IDS, N_ITEMS, USER_IDS, SyntheticStore
+from training.export import script
 
 MODELS = ("mf", "dense", "lstm")
 # Small depths on the 50-item store, so requests take every route: a partial shortlist, widening, and the
@@ -221,3 +230,46 @@ def test_forced_retrieval_of_similar_items(forced: TestClient, client: TestClien
         assert {i["item_id"]: i["similarity"] for i in found} == pytest.approx(
             {i["item_id"]: i["similarity"] for i in exact}, abs=1e-3
         )
+
+
+class _RatingsOnly(nn.Module):
+    """An mf artifact from before the ranking contract: the rating methods only."""
+
+    def __init__(self, mf: nn.Module) -> None:
+        super().__init__()
+        self.mf = mf
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.mf.predict(users, items)
+
+    @torch.jit.export
+    def predict(self, users: Tensor, items: Tensor) -> Tensor:
+        return self.mf.predict(users, items)
+
+    @torch.jit.export
+    def score_all(self, user: Tensor) -> Tensor:
+        return self.mf.score_all(user)
+
+    @torch.jit.export
+    def item_embeddings(self) -> Tensor:
+        return self.mf.item_embeddings()
+
+
+def test_retrieval_refuses_a_model_without_the_ranking_contract(
+    synthetic_store: SyntheticStore, store_copy: Path
+) -> None:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # TorchScript is the artifact format; its deprecation notice is not news
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        torch.jit.save(script(_RatingsOnly(synthetic_store.networks["mf"])), buffer)  # type: ignore[no-untyped-call]
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = json.loads((store_copy / MANIFEST_FILE).read_text())
+    (store_copy / manifest["models"]["mf"]["file"]).unlink()
+    (store_copy / f"mf-{sha[:12]}.pt").write_bytes(data)
+    manifest["models"]["mf"].update(file=f"mf-{sha[:12]}.pt", sha256=sha, version=f"mf-{sha[:12]}")
+    (store_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert ModelRegistry.load(store_copy).models["mf"]  # exact serving needs no more than the rating methods
+    config = RetrievalConfig(min_items=0, depth=4, min_candidates=6, widenings=1, dims_per_code=1)
+    with pytest.raises(RegistryError, match=r"mf-.*\.pt: approximate retrieval needs rank_item_vectors"):
+        ModelRegistry.load(store_copy, config)
