@@ -54,6 +54,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import retrieval
 from app.docs import add_offline_docs
 from app.errors import (
     InvalidRequestError,
@@ -105,8 +106,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     holder: RegistryHolder = app.state.registry_holder
     torch.set_num_threads(settings.torch_threads)
+    retrieval.set_threads(settings.torch_threads)
     try:
-        registry = ModelRegistry.load(settings.models_dir)
+        registry = ModelRegistry.load(settings.models_dir, retrieval=holder.retrieval)
     except RegistryError as e:
         holder.clear(f"loading the model store failed: {e}")
         log.error("refusing to start: %s", e)
@@ -174,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.registry_holder = RegistryHolder()
+    app.state.registry_holder = RegistryHolder(retrieval.RetrievalConfig.from_settings(settings))
     app.state.metrics = ServiceMetrics(app.state.registry_holder)
     _include_routers(app)
     ui.mount_static(app)

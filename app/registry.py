@@ -52,6 +52,7 @@ from app.errors import (
     UnknownUserError,
 )
 from app.foldin import LinearView, build_view
+from app.retrieval import SHORTLIST_FROM, ModelRetrieval, RankSpace, RetrievalConfig, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,15 @@ class ModelRegistry:
         histories: dict[str, np.ndarray],
         models: dict[str, LoadedModel],
         load_seconds: float,
+        retrieval: dict[str, ModelRetrieval] | None = None,
     ) -> None:
         self.directory = directory
         self.manifest = manifest
         self.store_version = manifest.store_version
         self.catalog = catalog
         self.models = models
+        # Approximate retrieval per model; empty below the catalog-size threshold (every request exact).
+        self.retrieval = retrieval or {}
         self.load_seconds = load_seconds
         self.loaded_at = time.time()
         self.n_users = len(catalog.user_ids)
@@ -168,9 +172,12 @@ class ModelRegistry:
     # --- loading ------------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, directory: Path, version: str | None = None) -> ModelRegistry:
-        """Read, verify, load and warm every artifact of the store in `directory`: its live manifest, or the
-        kept store `version`.
+    def load(
+        cls, directory: Path, version: str | None = None, retrieval: RetrievalConfig | None = None
+    ) -> ModelRegistry:
+        """Read, verify, load and warm every artifact of the store in `directory` (its live manifest, or the
+        kept store `version`), and build the retrieval indexes from the verified models if `retrieval`
+        applies to its catalog size.
 
         Raises
         ------
@@ -183,7 +190,7 @@ class ModelRegistry:
         for attempt in range(LIVE_LOAD_ATTEMPTS):
             manifest = store.read_manifest(directory, version)
             try:
-                return cls._load(directory, manifest, start)
+                return cls._load(directory, manifest, start, retrieval)
             except store.MissingFileError:
                 # An export that finished while this one read the live manifest may have pruned the files it
                 # names (with --keep-versions 1): load the manifest that replaced it instead.
@@ -195,12 +202,15 @@ class ModelRegistry:
         raise AssertionError("unreachable")
 
     @classmethod
-    def _load(cls, directory: Path, manifest: Manifest, start: float) -> ModelRegistry:
+    def _load(
+        cls, directory: Path, manifest: Manifest, start: float, retrieval: RetrievalConfig | None
+    ) -> ModelRegistry:
         catalog = store.parse_catalog(directory, manifest)
         histories = store.parse_histories(directory, manifest)
         models: dict[str, LoadedModel] = {
             key: _load_model(directory, entry, manifest) for key, entry in manifest.models.items()
         }
+        indexes = _build_retrieval(directory, models, manifest.dataset.n_items, retrieval)
         seconds = time.perf_counter() - start
         log.info(
             "loaded model store %s (version %s, split %s, schema %d): %s in %.2f s",
@@ -218,6 +228,7 @@ class ModelRegistry:
             histories=histories,
             models=models,
             load_seconds=seconds,
+            retrieval=indexes,
         )
 
     # --- lookups (raise domain errors) ---------------------------------------------------------------------
@@ -362,6 +373,46 @@ def _warm_up(module: torch.jit.ScriptModule, name: ModelName, dataset: DatasetIn
     return result
 
 
+def _build_retrieval(
+    directory: Path, models: dict[str, LoadedModel], n_items: int, config: RetrievalConfig | None
+) -> dict[str, ModelRetrieval]:
+    """Indexes over the verified, loaded models (nothing read from disk): a ranking space per model, from its
+    own rank vectors or, for dense, mf's, and a cosine
+    index over its unit embeddings."""
+    if config is None or n_items < config.min_items:
+        return {}
+    started = time.perf_counter()
+    result: dict[str, ModelRetrieval] = {}
+    for name, loaded in models.items():
+        source = models.get(SHORTLIST_FROM[name])
+        space = None
+        if source is not None:
+            needed = ("rank_item_vectors", "rank_user_vector") + (
+                ("rank_session_vector",) if source.kind == "sequence" else ()
+            )
+            missing = [m for m in needed if not hasattr(source.module, m)]
+            if missing:
+                raise RegistryError(
+                    f"{directory / source.entry.file}: approximate retrieval needs {', '.join(missing)}"
+                )
+            with torch.inference_mode():
+                vectors = source.module.rank_item_vectors().to(torch.float32).numpy()
+            if vectors.shape[0] != n_items + 1 or not np.isfinite(vectors).all():
+                raise RegistryError(f"{directory / source.entry.file}: rank_item_vectors() is not finite [n+1, d]")
+            # The item biases are a column of the vectors already: no item-only term.
+            space = RankSpace.build(source.name, vectors, np.zeros(n_items + 1, np.float32), config.dims_per_code)
+        else:
+            log.warning("%s: no %s model to shortlist from; its recommendations stay exact", name, SHORTLIST_FROM[name])
+        result[name] = ModelRetrieval(
+            config=config,
+            space=space,
+            rerank=source is not loaded,
+            similar=VectorIndex(loaded.unit_embeddings, config.dims_per_code),
+        )
+    log.info("built retrieval indexes for %d items in %.2f s", n_items, time.perf_counter() - started)
+    return result
+
+
 def _check_finite_tables(path: Path, module: torch.jit.ScriptModule) -> None:
     """Every parameter and buffer finite: a NaN in one user's or item's row would pass a warm-up on other
     rows and then serve null ratings (and empty pages) to that user or for that item."""
@@ -405,8 +456,9 @@ class RegistryHolder:
     runs does not affect it: it finishes on the models it started with, which live until it drops them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, retrieval: RetrievalConfig | None = None) -> None:
         self._registry: ModelRegistry | None = None
+        self.retrieval = retrieval  # how every registry this holder loads retrieves
         self.reason = "the model store has not been loaded yet"
         # Serialises reloads: two at once would load the store twice and could swap in the older result last.
         self._reload_lock = anyio.Lock()
@@ -448,7 +500,7 @@ class RegistryHolder:
         """
         async with self._reload_lock:
             # The event loop keeps serving requests with the current registry while this thread loads.
-            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory, version)
+            registry = await anyio.to_thread.run_sync(ModelRegistry.load, directory, version, self.retrieval)
             if accept is not None:
                 accept(self._registry, registry)  # under the lock: it judges the registry it would replace
             previous, self._registry = self._registry, registry

@@ -58,6 +58,32 @@ class Settings(BaseSettings):
         "(one per core), and more threads per worker would oversubscribe the cores.",
     )
 
+    ann_min_items: int = Field(
+        default=20_000,
+        ge=0,
+        description="Catalog size from which /recommend, POST /recommend and /items/{id}/similar retrieve "
+        "candidates from an approximate (FAISS) index built at load; smaller catalogs are scored exactly "
+        "(ML-100K's 1,682 items stay exact). 0 forces approximate retrieval.",
+    )
+    ann_depth: int = Field(
+        default=400,
+        ge=1,
+        description="Items fetched from the index per request before filters (over-fetch); the shortlist is "
+        "then scored exactly. 400 keeps recall@10 >= 0.95 on the 25M-sized store (docs/scaling.md).",
+    )
+    ann_min_candidates: int = Field(
+        default=100,
+        ge=1,
+        description="Shortlist items that must pass the filters; with fewer the search widens (x4), and past "
+        "ann_widenings widenings every allowed item is scored exactly.",
+    )
+    ann_widenings: int = Field(default=3, ge=0, description="How many times a search may widen (x4 each).")
+    ann_dims_per_code: int = Field(
+        default=2,
+        ge=1,
+        description="Dimensions per 4-bit product-quantisation code: fewer is more exact and slower to scan.",
+    )
+
     admin_api_key: SecretStr | None = Field(
         default=None,
         description="Key the X-API-Key header must carry for POST /admin/reload; unset or empty = the admin "

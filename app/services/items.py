@@ -1,10 +1,12 @@
-"""Catalog lookups and item-to-item similarity (cosine of a model's item embeddings)."""
+"""Catalog lookups and item-to-item similarity (cosine of a model's item embeddings; from the model's FAISS
+index of unit embeddings when the catalog is large enough for approximate retrieval)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from app.registry import ModelRegistry
+from app.retrieval import ranked_page
 from app.schemas import ItemResponse, SimilarItem, SimilarResponse
 from app.services.predict import DECIMALS
 from app.services.recommend import check_k, top_page
@@ -29,11 +31,24 @@ def similar_items(*, registry: ModelRegistry, item_id: int, model: str, k: int) 
     index = int(registry.item_indices([item_id])[0])
     check_k(registry, k)
     unit = loaded.unit_embeddings
-    similarity = unit @ unit[index]  # one matrix-vector product over the catalog
     mask = registry.all_items.copy()
     mask[index] = False
-    page, _ = top_page(similarity, mask, k=k, offset=0)
-    rounded = np.round(similarity[page].astype(np.float64), DECIMALS).tolist()
+    retrieval = registry.retrieval.get(model)
+    if retrieval is not None:
+        query = unit[index]
+        page, scores, _ = ranked_page(
+            lambda depth: retrieval.similar.search(query, depth),
+            lambda items: unit[items] @ query,
+            mask,
+            k=k,
+            offset=0,
+            config=retrieval.config,
+        )
+    else:
+        similarity = unit @ unit[index]  # one matrix-vector product over the catalog
+        page, _ = top_page(similarity, mask, k=k, offset=0)
+        scores = similarity[page]
+    rounded = np.round(scores.astype(np.float64), DECIMALS).tolist()
     items = []
     for index_, sim in zip(page.tolist(), rounded, strict=True):
         item = registry.item(index_)

@@ -7,6 +7,10 @@ matrix product for the explanations of the k items returned.
 
 Ranking: by the model's ranking score (see `app/artifacts.py`); ties go to the lower item index, so paging with
 `offset` neither repeats nor skips an item.
+
+Large catalogs (`registry.retrieval`, see app/retrieval.py): the model call gives a query vector instead,
+a FAISS index a shortlist, and only the shortlist is scored, by the ranking space's inner product (mf, lstm:
+exactly the ranking score) or, for dense, by its predicted stars (mf's shortlist re-ordered).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 
 from app.errors import InvalidRequestError, UnknownUserError
 from app.registry import CONTEXT_LENGTH, LoadedModel, ModelRegistry
+from app.retrieval import ModelRetrieval, Scorer
+from app.retrieval import ranked_page as retrieved_page
 from app.schemas import Because, RecommendedItem, RecommendResponse
 from app.services.diversity import mmr_order, pool_size
 from app.services.predict import DECIMALS, left_pad
@@ -58,13 +64,16 @@ def recommend_for_user(
         return _popular(registry, user_id, loaded, mask, filters, explain)
     user = registry.user_index(user_id)
     seen, seen_ratings = registry.history(user)
+    if exclude_seen:
+        mask[seen] = False
+    liked = seen[seen_ratings >= LIKED_STARS] if explain else None
+    retrieval = registry.retrieval.get(model)
+    if retrieval is not None and retrieval.space is not None:
+        return _retrieved_for_user(registry, loaded, retrieval, user, mask, filters, liked, user_id=user_id)
     with torch.inference_mode():
         # Every model scores a known user in one call each; the LSTM from the state after the whole history.
         index = torch.tensor([user], dtype=torch.int64)
         scores, stars = loaded.module.rank_all(index), loaded.module.score_all(index)
-    if exclude_seen:
-        mask[seen] = False
-    liked = seen[seen_ratings >= LIKED_STARS] if explain else None
     return _ranked(
         registry, loaded, scores.numpy(), stars.numpy(), mask, filters, liked, user_id=user_id, strategy="personalized"
     )
@@ -86,12 +95,14 @@ def recommend_for_session(
     mask = candidate_mask(registry, filters)
     full_ratings = np.zeros(len(index), dtype=np.float32)
     full_ratings[: len(ratings)] = ratings
-    context_items, context_ratings = left_pad(index, full_ratings, CONTEXT_LENGTH)
-    context = (torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None]))
-    with torch.inference_mode():
-        scores, stars = loaded.module.rank_next(*context), loaded.module.score_next(*context)
     mask[index] = False
     liked = index[full_ratings >= LIKED_STARS] if explain else None
+    retrieval = registry.retrieval.get("lstm")
+    if retrieval is not None and retrieval.space is not None:
+        return _retrieved_for_session(registry, loaded, retrieval, index, full_ratings, mask, filters, liked)
+    context = _context(index, full_ratings)
+    with torch.inference_mode():
+        scores, stars = loaded.module.rank_next(*context), loaded.module.score_next(*context)
     return _ranked(
         registry, loaded, scores.numpy(), stars.numpy(), mask, filters, liked, user_id=None, strategy="session"
     )
@@ -162,6 +173,131 @@ def explain_items(loaded: LoadedModel, page: np.ndarray, liked: np.ndarray) -> l
     for row_items, row_sims in zip(liked[top].tolist(), best.tolist(), strict=True):
         result.append([(i, s) for i, s in zip(row_items, row_sims, strict=True) if s != -np.inf])
     return result
+
+
+def _context(items: np.ndarray, ratings: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    context_items, context_ratings = left_pad(items, ratings, CONTEXT_LENGTH)
+    return torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None])
+
+
+# --- approximate retrieval (large catalogs) -----------------------------------------------------------------
+
+
+def _retrieved_for_user(
+    registry: ModelRegistry,
+    loaded: LoadedModel,
+    retrieval: ModelRetrieval,
+    user: int,
+    mask: np.ndarray,
+    filters: Filters,
+    liked: np.ndarray | None,
+    *,
+    user_id: int,
+) -> RecommendResponse:
+    space = retrieval.space
+    assert space is not None
+    users = torch.tensor([user], dtype=torch.int64)
+    with torch.inference_mode():
+        query = space.query(registry.model(space.source).module.rank_user_vector(users).numpy())
+    score: Scorer = space.scorer(query)
+    if retrieval.rerank:  # the shortlist is another model's: this model orders it
+
+        def by_model(items: np.ndarray) -> np.ndarray:
+            # Dense's ranking head needs the whole catalog (`rank_all`); its predicted stars order the shortlist.
+            return _predict_pairs(loaded, user, items)
+
+        score = by_model
+
+    page, scores, total = retrieved_page(
+        lambda depth: space.index.search(query, depth),
+        score,
+        mask,
+        k=filters.k,
+        offset=filters.offset,
+        config=retrieval.config,
+    )
+    if loaded.kind == "pair":
+        stars = _predict_pairs(loaded, user, page)
+    else:
+        with torch.inference_mode():
+            # The rating head has no per-item form for a known user's whole-history state yet; one matrix
+            # product over the catalog (the ranking above never needed it).
+            stars = loaded.module.score_all(users).numpy()[page]
+    because = explain_items(loaded, page, liked) if liked is not None else None
+    return _response(registry, loaded, page, scores, stars, because, filters, total, user_id, "personalized")
+
+
+def _retrieved_for_session(
+    registry: ModelRegistry,
+    loaded: LoadedModel,
+    retrieval: ModelRetrieval,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    mask: np.ndarray,
+    filters: Filters,
+    liked: np.ndarray | None,
+) -> RecommendResponse:
+    space = retrieval.space
+    assert space is not None
+    context = _context(items, ratings)
+    with torch.inference_mode():
+        query = space.query(loaded.module.rank_session_vector(*context).numpy())
+    page, scores, total = retrieved_page(
+        lambda depth: space.index.search(query, depth),
+        space.scorer(query),
+        mask,
+        k=filters.k,
+        offset=filters.offset,
+        config=retrieval.config,
+    )
+    stars = _predict_next(loaded, context, page)
+    because = explain_items(loaded, page, liked) if liked is not None else None
+    return _response(registry, loaded, page, scores, stars, because, filters, total, None, "session")
+
+
+def _predict_next(loaded: LoadedModel, context: tuple[torch.Tensor, torch.Tensor], page: np.ndarray) -> np.ndarray:
+    """Stars of each page item as the next one after `context`: `predict` on context + item, one row per item,
+    equal to ``score_next(context)[page]`` without scoring the whole catalog."""
+    items, ratings = context
+    n = len(page)
+    with torch.inference_mode():
+        out = loaded.module.predict(
+            torch.cat([items.expand(n, -1), torch.from_numpy(page)[:, None]], dim=1),
+            torch.cat([ratings.expand(n, -1), torch.zeros(n, 1)], dim=1),
+        )
+    stars: np.ndarray = out[:, -1].numpy()
+    return stars
+
+
+def _predict_pairs(loaded: LoadedModel, user: int, items: np.ndarray) -> np.ndarray:
+    """Stars of (user, item) for every item in `items`, in one batched call."""
+    with torch.inference_mode():
+        out = loaded.module.predict(torch.full((len(items),), user, dtype=torch.int64), torch.from_numpy(items))
+    stars: np.ndarray = out.numpy()
+    return stars
+
+
+def _response(
+    registry: ModelRegistry,
+    loaded: LoadedModel,
+    page: np.ndarray,
+    scores: np.ndarray,
+    stars: np.ndarray,
+    because: list[list[tuple[int, float]]] | None,
+    filters: Filters,
+    total: int,
+    user_id: int | None,
+    strategy: Literal["personalized", "session"],
+) -> RecommendResponse:
+    return RecommendResponse(
+        user_id=user_id,
+        model=loaded.name,
+        model_version=loaded.version,
+        strategy=strategy,
+        total=total,
+        offset=filters.offset,
+        items=_items(registry, page, scores, stars, because),
+    )
 
 
 def _ranked(

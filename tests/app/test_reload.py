@@ -208,13 +208,13 @@ def test_concurrent_reloads_run_one_at_a_time(
     lock = threading.Lock()
     load = ModelRegistry.load
 
-    def counting_load(directory: Path, version: str | None = None) -> ModelRegistry:
+    def counting_load(directory: Path, *args: Any) -> ModelRegistry:
         nonlocal active
         with lock:
             active += 1
             overlap.append(active)
         try:
-            return load(directory, version)
+            return load(directory, *args)
         finally:
             with lock:
                 active -= 1
