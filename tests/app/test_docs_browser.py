@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.app.browser import serve
 from tests.conftest import SyntheticStore
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -30,35 +26,10 @@ def _chromium_installed() -> None:
     assert os.access(CHROMIUM, os.X_OK), "chromium not installed; run scripts/system-deps.sh"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(synthetic_store: SyntheticStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
-    env = {**os.environ, "RECSYS_MODELS_DIR": str(synthetic_store.path)}
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
-    with log.open("wb") as out:
-        process = subprocess.Popen([*argv, "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not become ready:\n{log.read_text()}")
-                time.sleep(0.2)
+    with serve(synthetic_store.path, tmp_path_factory.mktemp("uvicorn") / "server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def _rendered_dom(url: str, tmp_path: Path) -> str:
