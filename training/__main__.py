@@ -192,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             keep_versions=args.keep_versions,
         )
     except (DataSourceError, DataError, ExportError) as e:
+        distributed.shutdown(together=False)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(together=False)
+        raise
+    distributed.shutdown(together=True)
     if primary:
         print(table(outcomes, time.perf_counter() - start))
     return 0

@@ -62,8 +62,12 @@ def init_from_env() -> bool:
     return True
 
 
-def shutdown() -> None:
+def shutdown(*, together: bool) -> None:
+    """Leave the process group. `together` (a normal end) first waits for every rank: a rank tearing down its
+    gloo pairs while another still uses them aborts the process. After an error no rank waits for the others."""
     if dist.is_initialized():
+        if together and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -7,6 +7,7 @@ optimizer trajectory as `fit` in one process.
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -62,9 +63,14 @@ def _grads(model: nn.Module) -> dict[str, Tensor | None]:
 def _in_group(rank: int, rendezvous: str, body: str) -> None:
     # One intra-op thread each: two ranks share two cores with whatever else runs.
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD, timeout=datetime.timedelta(minutes=2)
+    )
     try:
         {"gradients": _check_gradients, "fit": _check_fit}[body]()
+        # Both ranks leave together: a rank tearing down its gloo pairs while the other still uses them aborts
+        # the process ("terminate called without an active exception", seen on a loaded CI machine).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
