@@ -264,6 +264,11 @@ def resolve_store(given: Path | None, tmp: Path) -> Path:
     committed = REPO / "models_store"
     if (committed / "manifest.json").is_file():
         return committed
+    return synthetic_store(tmp)
+
+
+def synthetic_store(tmp: Path) -> Path:
+    """A store the real training CLI writes, one epoch on `SYNTHETIC_RATINGS` generated ratings, under `tmp`."""
     data, store = tmp / "synthetic-data", tmp / "synthetic-store"
     generate(data, SYNTHETIC_RATINGS)
     cli = [sys.executable, "-m", "training", "--data", str(data), "--split", "full", "--eval-split", "none"]
