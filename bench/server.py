@@ -191,33 +191,13 @@ def start(
 
 
 @contextmanager
-def serve(
-    store: Path | None,
-    *,
-    log_path: Path | None = None,
-    command: Callable[[int], list[str]] | None = None,
-    port: int | None = None,
-    workers: int = 1,
-    ready_path: str = "/ready",
-    env: dict[str, str] | None = None,
-    timeout: float = START_TIMEOUT,
-    stop_signal: signal.Signals = signal.SIGTERM,
-) -> Iterator[Server]:
-    """`start` a server (its log in a temporary file unless `log_path` is given), yield it, then stop it."""
+def serve(store: Path | None, *, log_path: Path | None = None, **options: Any) -> Iterator[Server]:
+    """`start` a server with `options` (its log in a temporary file unless `log_path` is given), yield it, then
+    stop it."""
     with contextlib.ExitStack() as stack:
         if log_path is None:
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="server-"))) / "server.log"
-        server = start(
-            store,
-            log_path=log_path,
-            command=command,
-            port=port,
-            workers=workers,
-            ready_path=ready_path,
-            env=env,
-            timeout=timeout,
-            stop_signal=stop_signal,
-        )
+        server = start(store, log_path=log_path, **options)
         try:
             yield server
         finally:
