@@ -129,8 +129,9 @@ class _Request(_Schema):
 class _Stored(_Schema):
     # Responses that mirror a stored record (app.artifacts) derive from it, so a field added there is served
     # too. Listed after the record among the bases, so this config overrides the record's: a response is
-    # built, not parsed, and neither frozen nor extra="forbid" (additionalProperties: false) applies to it.
-    model_config = ConfigDict(extra="ignore", frozen=False)
+    # built, not parsed, and neither frozen nor extra="forbid" (additionalProperties: false) applies to it. A
+    # response always carries every field, so the documented schema requires the ones with defaults too.
+    model_config = ConfigDict(extra="ignore", frozen=False, json_schema_serialization_defaults_required=True)
 
 
 class ItemFields(Item, _Stored):
