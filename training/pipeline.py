@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.artifacts import DEFAULT_KEEP_VERSIONS, Metrics
+from app.artifacts import DEFAULT_KEEP_VERSIONS, MODEL_NAMES, Metrics
 from training import distributed
 from training.data import Interactions, MovieLens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences
@@ -34,7 +34,7 @@ from training.ranking import RankingTask, rank_scorer
 
 log = logging.getLogger(__name__)
 
-MODELS = ("mf", "dense", "lstm")
+MODELS = MODEL_NAMES  # the contract's models, in export order
 VALIDATION_FRACTION = 0.05  # of the training split, for early stopping only
 
 Trainer = Callable[[Interactions, Interactions, "Config", torch.Generator, int | None], tuple[nn.Module, FitResult]]

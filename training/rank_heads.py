@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from app.artifacts import SEQUENCE_LENGTH, popularity_prior
 from training.baselines import item_popularity
 from training.data import Interactions
 from training.evaluate import user_tastes
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
-from training.ranking import RankingTask, popularity_feature
+from training.ranking import RankingTask
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def choose_weight(
 
 def popularity_bias(history: Interactions, weight: float) -> Tensor:
     """``weight * log1p(count) / log1p(max count)`` per item ``[n_items + 1]``, counts from `history`."""
-    return torch.from_numpy(weight * popularity_feature(item_popularity(history))).to(torch.float32)
+    return torch.from_numpy(weight * popularity_prior(item_popularity(history))).to(torch.float32)
 
 
 # --- mf -------------------------------------------------------------------------------------------------------
@@ -424,7 +425,6 @@ RANK_CONFIGS: dict[str, RankConfig] = {
     # temporal split look like, so 0.8 (with target_inputs; without it 0.5 scored 0.154, 0.85 0.166, 1.0 0.176).
     "lstm": RankConfig(full_history=0.8),
 }
-SEQUENCE_WINDOW = 10  # the LSTM's training window (training.models.SEQUENCE_LENGTH)
 
 
 def rank_hyperparameters(config: RankConfig) -> dict[str, Any]:
@@ -442,7 +442,7 @@ def train_head(
     elif isinstance(network, DenseNet):
         _, result, refold = train_dense_head(network, fit, val, config, generator)
     elif isinstance(network, SequenceLSTM):
-        _, result, refold = train_lstm_head(network, fit, val, config, generator, SEQUENCE_WINDOW)
+        _, result, refold = train_lstm_head(network, fit, val, config, generator, SEQUENCE_LENGTH)
     else:
         raise TypeError(f"train_head: no ranking head for {name} ({type(network).__name__})")
     return result, refold
