@@ -52,6 +52,9 @@ CLAMP_EPS = 1e-4  # a prediction this near the scale's ends may have been clampe
 EXACT_TOLERANCE = 2e-3  # stars; a view reproducing score_all to this is used in place of it
 IMPUTE_ROUNDS = 200  # hard-impute rounds at most; a few suffice unless many predictions are clamped
 CHUNK_USERS = 4096  # score_all rows gathered per block (bounds memory to CHUNK_USERS x n_items floats)
+# Known users' stars fitted at once: 256 MiB of float64. ML-100K's 943 x 1,682 (1.6 M) fits whole; a 25M-sized
+# store's 162 k x 62 k (10 G cells, 81 GB) would not, so its view is fitted on a seeded sample of users.
+MAX_VIEW_CELLS = 1 << 25
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +73,9 @@ class LinearView:
 
     basis: np.ndarray  # [n_items + 1, r] float64, row 0 zero
     offset: np.ndarray  # [n_items + 1] float64 unclamped stars of a user with coef 0
-    coef: np.ndarray  # [n_users + 1, r] float64, row 0 zero
+    # [n_users + 1, r] float64, row 0 zero; None when the view was fitted on a sample of the known users (too
+    # many users x items to score at load), which then keep their exact score_all in batch scoring.
+    coef: np.ndarray | None
     exact: bool  # reproduces score_all within EXACT_TOLERANCE stars for every known user and item
     max_error: float  # largest |view - score_all| in stars over known users and items
     prior_mean: np.ndarray  # [r] mean known-user coefficient
@@ -86,12 +91,15 @@ class LinearView:
     def __post_init__(self) -> None:
         # float32 copies for batch scoring: half the memory traffic of float64, and float32 is what score_all
         # computes in (the view agrees with it to ~1e-4 stars either way).
-        object.__setattr__(self, "_coef32", self.coef.astype(np.float32))
+        assert self.coef is not None or not self.exact, "an exact view holds every known user's coefficients"
+        object.__setattr__(self, "_coef32", None if self.coef is None else self.coef.astype(np.float32))
         object.__setattr__(self, "_basis32_t", np.ascontiguousarray(self.basis.T, dtype=np.float32))
         object.__setattr__(self, "_offset32", self.offset.astype(np.float32))
 
     def stars(self, users: np.ndarray) -> np.ndarray:
-        """Predicted stars ``[len(users), n_items + 1]`` float32 of known user indices, one matrix product."""
+        """Predicted stars ``[len(users), n_items + 1]`` float32 of known user indices, one matrix product
+        (an `exact` view only)."""
+        assert self._coef32 is not None, "a view fitted on a sample of users cannot score every known user"
         out = _mm(self._coef32[users], self._basis32_t)
         out += self._offset32
         clipped: np.ndarray = np.clip(out, self.low, self.high, out=out)
@@ -129,10 +137,17 @@ def build_view(
     history_ratings: np.ndarray,
     scale: tuple[float, float] = (1.0, 5.0),
 ) -> LinearView:
-    """The `LinearView` of a pair model or the LSTM's known users (see the module docstring)."""
+    """The `LinearView` of a pair model or the LSTM's known users (see the module docstring).
+
+    Above `MAX_VIEW_CELLS` known users x items it is fitted on a seeded sample of the users: the fold-in prior,
+    offset and basis need a few hundred users, not all of them, and the sampled view is never `exact`.
+    """
     name, linear = model.name, model.contract.linear
-    # [n_users, n_items + 1], column 0 padding
-    stars = model.stars_users(np.arange(1, n_users + 1)).astype(np.float64) if n_users else np.zeros((0, 0))
+    embeddings = model.item_embeddings()
+    fitted_users = _view_users(n_users, n_items=len(embeddings) - 1)
+    whole = len(fitted_users) == n_users
+    # [len(fitted_users), n_items + 1], column 0 padding
+    stars = model.stars_users(fitted_users).astype(np.float64) if n_users else np.zeros((0, 0))
     embeddings = model.item_embeddings()
     if linear:
         basis = np.c_[embeddings, np.ones(len(embeddings))]
@@ -143,17 +158,20 @@ def build_view(
     low, high = scale
     fitted = np.clip(_mm(coef, basis.T) + offset, low, high)
     max_error = float(np.abs(fitted[:, 1:] - stars[:, 1:]).max()) if stars.size else 0.0
-    exact = linear and max_error <= EXACT_TOLERANCE
+    exact = linear and whole and max_error <= EXACT_TOLERANCE
     mean = coef.mean(axis=0)
     covariance = np.cov(coef, rowvar=False) if len(coef) > 1 else np.eye(coef.shape[1])
     covariance = np.atleast_2d(covariance)
     # A direction no known user varies in (e.g. an all-zero factor) gets a tiny variance, not a singular matrix.
     jitter = 1e-6 * max(float(np.trace(covariance)) / len(covariance), 1e-12)
     precision = np.linalg.inv(covariance + jitter * np.eye(len(covariance)))
-    noise = _residual_variance(stars, indptr, history_items, history_ratings)
-    rank = _rank_view(model, n_users, coef) if model.contract.rank_vectors else None
-    padded = np.vstack([np.zeros((1, coef.shape[1])), coef])
-    log.info("%s: linear view rank %d, max error %.2g stars (exact: %s)", name, basis.shape[1], max_error, exact)
+    noise = _residual_variance(stars, fitted_users, indptr, history_items, history_ratings)
+    rank = _rank_view(model, n_users, fitted_users, coef) if model.contract.rank_vectors else None
+    padded = np.vstack([np.zeros((1, coef.shape[1])), coef]) if whole else None
+    log.info(
+        "%s: linear view rank %d fitted on %d of %d users, max error %.2g stars (exact: %s)",
+        name, basis.shape[1], len(fitted_users), n_users, max_error, exact,
+    )  # fmt: skip
     return LinearView(
         basis=np.ascontiguousarray(basis),
         offset=offset,
@@ -167,6 +185,15 @@ def build_view(
         low=low,
         high=high,
     )
+
+
+def _view_users(n_users: int, n_items: int) -> np.ndarray:
+    """The known user indices a view is fitted on: all of them, or a seeded sample within `MAX_VIEW_CELLS`."""
+    users = np.arange(1, n_users + 1)
+    most = max(MAX_VIEW_CELLS // max(n_items, 1), 1)
+    if n_users <= most:
+        return users
+    return np.sort(np.random.default_rng(0).choice(users, size=most, replace=False))
 
 
 def _fit_linear(
@@ -248,22 +275,32 @@ def _eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _residual_variance(
-    stars: np.ndarray, indptr: np.ndarray, history_items: np.ndarray, history_ratings: np.ndarray
+    stars: np.ndarray,
+    fitted_users: np.ndarray,
+    indptr: np.ndarray,
+    history_items: np.ndarray,
+    history_ratings: np.ndarray,
 ) -> float:
-    """Mean squared difference of the training ratings from the model's predictions of them."""
-    if len(history_items) == 0:
+    """Mean squared difference of the fitted users' training ratings from the model's predictions of them
+    (`stars` holds the rows of `fitted_users`, in order)."""
+    starts, ends = indptr[fitted_users], indptr[fitted_users + 1]
+    lengths = ends - starts
+    if int(lengths.sum()) == 0:
         return 1.0
-    users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))  # user index of every history entry
-    predicted = stars[users - 1, history_items]
-    return max(float(np.mean((history_ratings - predicted) ** 2)), 1e-3)
+    rows = np.repeat(np.arange(len(fitted_users)), lengths)  # row in `stars` of every history entry
+    positions = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
+    predicted = stars[rows, history_items[positions]]
+    return max(float(np.mean((history_ratings[positions] - predicted) ** 2)), 1e-3)
 
 
-def _rank_view(model: ModelHandler, n_users: int, coef: np.ndarray) -> RankView:
+def _rank_view(model: ModelHandler, n_users: int, fitted_users: np.ndarray, coef: np.ndarray) -> RankView:
+    """Every known user's ranking vector, and their regression on the rating coefficients of `fitted_users`."""
     items = model.item_vectors().astype(np.float64)
     users = np.stack([model.user_vector(u) for u in range(1, n_users + 1)]).astype(np.float64).reshape(n_users, -1)
     mean = users.mean(axis=0)
+    fitted = users[fitted_users - 1]
     centred_coef = coef - coef.mean(axis=0)
-    from_coef, *_ = np.linalg.lstsq(centred_coef, users - mean, rcond=None)
+    from_coef, *_ = np.linalg.lstsq(centred_coef, fitted - fitted.mean(axis=0), rcond=None)
     return RankView(
         items=np.ascontiguousarray(items),
         users=np.vstack([np.zeros((1, users.shape[1])), users]),

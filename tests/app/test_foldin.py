@@ -11,9 +11,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app import foldin
 from app.foldin import LinearView
+from app.main import create_app
 from app.registry import ModelRegistry
-from tests.conftest import ITEM_IDS, N_ITEMS, N_USERS, SyntheticStore
+from app.settings import Settings
+from tests.conftest import ITEM_IDS, N_ITEMS, N_USERS, USER_IDS, SyntheticStore
 
 PAIR = ["mf", "dense"]
 RATED = [int(i) for i in ITEM_IDS[[3, 8, 15, 22, 40]]]
@@ -53,6 +56,7 @@ def test_folding_in_a_known_users_own_predictions_with_little_noise_recovers_tha
     # Given a user's predicted stars for every item and near-certain ratings, the posterior mean is that user.
     view: LinearView = dataclasses.replace(registry.views[model], noise=1e-8)
     user = 7
+    assert view.coef is not None
     target = np.clip(view.basis @ view.coef[user] + view.offset, 1, 5)
     items = np.flatnonzero((target > 1.01) & (target < 4.99))
     coef = view.fold_in(items, target[items])
@@ -62,7 +66,38 @@ def test_folding_in_a_known_users_own_predictions_with_little_noise_recovers_tha
 def test_no_ratings_fold_in_to_the_average_known_user(registry: ModelRegistry) -> None:
     view = registry.views["mf"]
     coef = view.fold_in(np.zeros(0, dtype=np.int64), np.zeros(0))
+    assert view.coef is not None
     np.testing.assert_allclose(coef, view.coef[1:].mean(axis=0))
+
+
+def test_a_store_too_large_to_score_whole_at_load_fits_its_view_on_a_sample_of_users(
+    synthetic_store: SyntheticStore, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 25M-sized store's users x items (10 G stars) cannot be scored at load; here 8 of the 20 users fit the view.
+    monkeypatch.setattr(foldin, "MAX_VIEW_CELLS", 8 * N_ITEMS)
+    sampled = ModelRegistry.load(synthetic_store.path)
+    for model in ("mf", "lstm", "dense"):
+        view, whole = sampled.views[model], registry.views[model]
+        assert view.coef is None and not view.exact, "a sampled view never stands in for score_all"
+        assert view.rank is None or view.rank.users.shape == whole.rank.users.shape  # type: ignore[union-attr]
+        # Folding in a visitor still works, and a linear model's offset and basis are the exact ones.
+        stars = view.stars_of(view.fold_in(np.array([4, 9]), np.array([5.0, 1.0])))
+        assert stars.shape == (N_ITEMS + 1,) and np.all((stars[1:] >= 1) & (stars[1:] <= 5))
+        if model != "dense":
+            np.testing.assert_allclose(view.basis, whole.basis)
+            np.testing.assert_allclose(view.offset, whole.offset, atol=1e-3)  # stars, float32 noise
+    # Batch scoring of known users falls back to the module, with the same answers.
+    with TestClient(create_app(Settings(models_dir=synthetic_store.path))) as client:
+        assert client.app.state.registry_holder.get().views["mf"].coef is None  # type: ignore[attr-defined]
+        _same_batch_as_single_requests(client)
+
+
+def _same_batch_as_single_requests(client: TestClient) -> None:
+    r = client.post("/recommend/batch", json={"user_ids": [int(u) for u in USER_IDS[:3]], "model": "mf", "k": 5})
+    assert r.status_code == 200 and r.json()["method"] == "loop", r.text
+    for result in r.json()["results"]:
+        single = client.get(f"/recommend/{result['user_id']}", params={"model": "mf", "k": 5}).json()
+        assert [i["item_id"] for i in result["items"]] == [i["item_id"] for i in single["items"]]
 
 
 def _visitor(client: TestClient, **body: Any) -> dict[str, Any]:
