@@ -274,9 +274,16 @@ def train_lstm(
     config: LSTMConfig,
     generator: torch.Generator,
     max_epochs: int | None = None,
+    *,
+    history: Interactions | None = None,
 ) -> tuple[SequenceLSTM, FitResult]:
     """Fit the LSTM over every user's whole history in windows, its output item vectors and biases starting
-    from an MF of the same width (u1: 0.949 from random, 0.935-0.939 from an MF's)."""
+    from an MF of the same width (u1: 0.949 from random, 0.935-0.939 from an MF's).
+
+    `history` is what the exported network serves as each user's past: ``user_taste`` (``score_all``) is the
+    state after it. `training.pipeline.train_one` passes the whole training split, of which `train` is the
+    part left after carving out `val`; the default is `train`.
+    """
     mf, pre = _pretrained_mf(train, val, config.dim, generator, max_epochs)
     model = SequenceLSTM(
         train.num_users,
@@ -339,5 +346,5 @@ def train_lstm(
     )
     result.seconds += pre.seconds
     with torch.inference_mode():
-        model.user_taste.copy_(user_tastes(model, train, W))
+        model.user_taste.copy_(user_tastes(model, train if history is None else history, W))
     return model, result
