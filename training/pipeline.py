@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from app.artifacts import DEFAULT_KEEP_VERSIONS, Metrics
-from training import distributed
+from training import distributed, export
 from training.data import Interactions, MovieLens, validation_split
 from training.evaluate import error_metrics
-from training.export import TrainedModel, check_export, export_store
+from training.export import TrainedModel
 from training.fit import FitResult
 from training.models import Config, hyperparameters
 from training.rank_heads import RankConfig, rank_hyperparameters
@@ -115,10 +115,11 @@ def run(
         share of every minibatch, `training.distributed`) and evaluates; rank 0 alone exports.
     keep_versions : store versions `out` keeps, for rollback (see `export_store`).
     """
-    if out is not None:
-        check_export(out, data=data, models=models)  # refuse before training, not after
-    torch.manual_seed(seed)
     train, test = data.split(split, split_seed)
+    if out is not None:  # what the store will record, checked before training: a refusal costs no training
+        catalog, dataset = export.catalog(data), export.dataset_info(data, train, split)
+        export.check_export(out, catalog=catalog, dataset=dataset, models=models)
+    torch.manual_seed(seed)
     outcomes = []
     for name in models:
         network, result = train_one(name, train, seed, max_epochs)
@@ -147,5 +148,6 @@ def run(
         )
         outcomes.append(Outcome(model, result, metrics))
     if out is not None and distributed.is_primary():  # every rank holds the same networks; one writes them
-        export_store(out, [o.model for o in outcomes], data=data, train=train, split=split, keep=keep_versions)
+        models_out = [o.model for o in outcomes]
+        export.export_store(out, models_out, catalog=catalog, dataset=dataset, train=train, keep=keep_versions)
     return outcomes
