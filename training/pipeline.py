@@ -60,7 +60,7 @@ def train_one(name: str, train: Interactions, seed: int, max_epochs: int | None)
     # Serve each user's vectors after their whole split, validation ratings included (histories.npz has them).
     # max_epochs also caps the MF that dense and lstm pretrain from (it ran its full 100 epochs under --epochs 1).
     network, result = spec.fit(fit_data, val, config_for(name, max_epochs), generator, max_epochs, history=train)
-    ranked = spec.fit_head(network, fit_data, val, rank_config_for(name, max_epochs), generator, history=train)
+    _, ranked = spec.fit_head(network, fit_data, val, rank_config_for(name, max_epochs), generator, history=train)
     result.seconds += ranked.seconds
     result.ranking = ranked
     return network, result

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.artifacts import ModelName
 from training.data import Interactions
 from training.evaluate import predict_pairs, predict_sequences
 from training.fit import FitResult
@@ -41,44 +42,19 @@ from training.ranking import Scorer, rank_scorer, rank_session_scorer
 Kind = Literal["pairs", "sequence"]
 
 
-class Fit(Protocol):
-    """The rating objective: fit on `fit`, early-stop on `val`; the network serves `history` as users' past."""
-
-    def __call__(
-        self,
-        fit: Interactions,
-        val: Interactions,
-        config: Config,
-        generator: torch.Generator,
-        max_epochs: int | None,
-        *,
-        history: Interactions,
-    ) -> tuple[nn.Module, FitResult]: ...
-
-
-class FitHead(Protocol):
-    """The ranking head, fitted in place on a network with its rating objective fitted; the served user vectors
-    are folded from `history`."""
-
-    def __call__(
-        self,
-        network: nn.Module,
-        fit: Interactions,
-        val: Interactions,
-        config: RankConfig,
-        generator: torch.Generator,
-        *,
-        history: Interactions,
-    ) -> RankResult: ...
-
-
+# The rating objective: ``fit(fit, val, config, generator, max_epochs, *, history) -> (network, FitResult)``
+# fits on `fit` and early-stops on `val`; the network serves `history` as each user's past.
+Fit = Callable[..., tuple[nn.Module, FitResult]]
+# The ranking head, fitted in place on a network whose rating objective is fitted, its served user vectors
+# folded from `history`: ``fit_head(network, fit, val, config, generator, *, history) -> (network, RankResult)``.
+FitHead = Callable[..., tuple[nn.Module, RankResult]]
 # (fitted network, the ratings it was fitted on, held-out pairs) -> predicted stars, one per held-out pair.
 Predict = Callable[[nn.Module, Interactions, Interactions], np.ndarray]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str  # as in the store (app.artifacts.MODEL_NAMES) and on the command line
+    name: ModelName  # as in the store's contract (app.artifacts.MODEL_NAMES) and on the command line
     kind: Kind
     config: type[Config]  # the rating objective's hyperparameters; its defaults are the chosen ones
     rank_config: RankConfig  # the ranking head's, chosen on u1.base validation
@@ -91,59 +67,22 @@ class ModelSpec:
     session_scorer: Callable[[nn.Module], Scorer] | None = None
 
 
-def _fit_mf(
-    fit: Interactions,
-    val: Interactions,
-    config: Config,
-    generator: torch.Generator,
-    max_epochs: int | None,
-    *,
-    history: Interactions,
-) -> tuple[nn.Module, FitResult]:
-    # The MF's user vectors are fitted parameters: `history` plays no part until its ranking head.
-    assert isinstance(config, MFConfig)
-    return train_mf(fit, val, config, generator, max_epochs)
+def _history_unused(train: Callable[..., tuple[nn.Module, FitResult]]) -> Fit:
+    """`train` as a `Fit`: mf and dense fit their user vectors as parameters, so `history` plays no part until
+    their ranking heads."""
 
-
-def _fit_dense(
-    fit: Interactions,
-    val: Interactions,
-    config: Config,
-    generator: torch.Generator,
-    max_epochs: int | None,
-    *,
-    history: Interactions,
-) -> tuple[nn.Module, FitResult]:
-    assert isinstance(config, DenseConfig)
-    return train_dense(fit, val, config, generator, max_epochs)
-
-
-def _fit_lstm(
-    fit: Interactions,
-    val: Interactions,
-    config: Config,
-    generator: torch.Generator,
-    max_epochs: int | None,
-    *,
-    history: Interactions,
-) -> tuple[nn.Module, FitResult]:
-    assert isinstance(config, LSTMConfig)
-    return train_lstm(fit, val, config, generator, max_epochs, history=history)
-
-
-def _head(train_head: Callable[..., tuple[nn.Module, RankResult]]) -> FitHead:
-    def fit_head(
-        network: nn.Module,
+    def fit(
         fit: Interactions,
         val: Interactions,
-        config: RankConfig,
+        config: Config,
         generator: torch.Generator,
+        max_epochs: int | None,
         *,
         history: Interactions,
-    ) -> RankResult:
-        return train_head(network, fit, val, config, generator, history=history)[1]
+    ) -> tuple[nn.Module, FitResult]:
+        return train(fit, val, config, generator, max_epochs)
 
-    return fit_head
+    return fit
 
 
 def _predict_pairs(network: nn.Module, history: Interactions, heldout: Interactions) -> np.ndarray:
@@ -160,8 +99,8 @@ MF = ModelSpec(
     kind="pairs",
     config=MFConfig,
     rank_config=RankConfig(),
-    fit=_fit_mf,
-    fit_head=_head(train_mf_head),
+    fit=_history_unused(train_mf),
+    fit_head=train_mf_head,
     predict=_predict_pairs,
 )
 DENSE = ModelSpec(
@@ -170,8 +109,8 @@ DENSE = ModelSpec(
     config=DenseConfig,
     # u1 validation NDCG@10 (blended): 256 wide with 16 hidden 0.189, 128 with 8 0.177 (at about 2/3 the time).
     rank_config=RankConfig(hidden=16),
-    fit=_fit_dense,
-    fit_head=_head(train_dense_head),
+    fit=_history_unused(train_dense),
+    fit_head=train_dense_head,
     predict=_predict_pairs,
 )
 LSTM = ModelSpec(
@@ -181,8 +120,8 @@ LSTM = ModelSpec(
     # u1 validation NDCG@10 (blended): 1.0 0.198, 0.8 0.198 -- a tie, and prefixes are what sessions and a
     # temporal split look like, so 0.8 (with target_inputs; without it 0.5 scored 0.154, 0.85 0.166, 1.0 0.176).
     rank_config=RankConfig(full_history=0.8),
-    fit=_fit_lstm,
-    fit_head=_head(partial(train_lstm_head, window=SEQUENCE_LENGTH)),
+    fit=train_lstm,
+    fit_head=partial(train_lstm_head, window=SEQUENCE_LENGTH),
     predict=_predict_sequences,
     session_scorer=rank_session_scorer,
 )

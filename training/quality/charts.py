@@ -22,6 +22,12 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_learning_curves(results: list[SplitResult], models: tuple[str, ...], path: Path) -> None:
     plt = _pyplot()
     by_name = runs_by_name(results)
@@ -38,9 +44,7 @@ def plot_learning_curves(results: list[SplitResult], models: tuple[str, ...], pa
         axes[1, col].set_xlabel("epoch")
         axes[0, col].legend(fontsize=7)
     fig.suptitle("Learning curves per fold (validation = 5% of each fold's base)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_anchors(results: list[SplitResult], path: Path) -> None:
@@ -74,9 +78,7 @@ def plot_anchors(results: list[SplitResult], path: Path) -> None:
     ax2.set_yticks(y2, ["ours: best model", *(t for t, _ in tutorial)], fontsize=8)
     ax2.set_xlabel("RMSE ★ (tutorial: [0,1] value x 4)")
     fig.suptitle("RMSE: ours vs published anchors on ML-100K")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_ranking(results: list[SplitResult], path: Path) -> None:
@@ -105,9 +107,7 @@ def plot_ranking(results: list[SplitResult], path: Path) -> None:
     ax.set_ylim(0, None)
     ax.set_title("Top-10 ranking per fold: ours (blue) vs peers (orange), same run, same protocol")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_distributions(results: list[SplitResult], path: Path) -> None:
@@ -126,9 +126,7 @@ def plot_distributions(results: list[SplitResult], path: Path) -> None:
     axes[0, 0].set_ylabel("density")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Predicted vs actual test ratings (all folds pooled)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_temporal(random: list[SplitResult], temporal: SplitResult, path: Path) -> None:
@@ -151,6 +149,4 @@ def plot_temporal(random: list[SplitResult], temporal: SplitResult, path: Path) 
     ax.set_ylabel("test RMSE ★")
     ax.set_title("Random split vs temporal hold-out")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
