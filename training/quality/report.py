@@ -103,8 +103,9 @@ PROTOCOL = """\
   test files partition the 100,000 ratings). Means are over folds, ± the sample standard deviation (ddof 1).
 - **Models** are trained by `training.pipeline.train_one`, the recipe `python -m training` exports: early
   stopping on a validation split of 5% of the fold's *base*, drawn with the run's seed. Hyperparameters are
-  the `training.models` defaults at the time of the run (listed at the end), fixed before this command ran
-  (chosen on the validation split of u1.base, never on a test file); nothing here tunes them. The MF also
+  the `training.models` and `training.specs` defaults at the time of the run (listed at the end), fixed
+  before this command ran (chosen on the validation split of u1.base, never on a test file); nothing here
+  tunes them. The MF also
   learns user (age band, gender, occupation from `u.user`) and item (genres from `u.item`) feature vectors,
   folded into its rows after training; dense and LSTM start from such an MF of their width.
 - **Baselines** are fitted on the same base in the same run: the global mean, and the user + item bias
