@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from training.baselines import item_popularity
 from training.data import Interactions
 from training.evaluate import user_tastes
+from training.fit import DivergedError
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 from training.ranking import RankingTask, popularity_feature
 
@@ -132,7 +133,7 @@ def _fit(
             loss.backward()
             optimizer.step()
         if not torch.isfinite(loss):
-            raise RuntimeError(f"{desc} ranking head: loss is {float(loss)} at epoch {epoch}")
+            raise DivergedError(f"{desc} ranking head: loss is {loss.item()} at epoch {epoch}")
         if epoch % config.eval_every and epoch != config.max_epochs:
             continue
         with torch.no_grad():

@@ -11,6 +11,7 @@ import torch
 
 from tests.training.conftest import synthetic_interactions, write_ml100k
 from training.data import Interactions, load_movielens
+from training.fit import DivergedError
 from training.networks import MatrixFactorization, SequenceLSTM
 from training.pipeline import rank, run
 from training.rank_heads import RankConfig, choose_weight, lstm_queries, train_lstm_head, train_mf_head
@@ -298,3 +299,12 @@ def test_training_job_records_rank_weight_and_ranking_metrics_in_the_manifest(tm
     assert entry["hyperparameters"]["rank_dim"] == RankConfig().dim
     ranking = entry["metrics"][0]["ranking"]
     assert 0.0 <= ranking["ndcg@10"] <= 1.0 and "popularity_ndcg@10" in ranking
+
+
+def test_a_diverging_head_raises_diverged_error() -> None:
+    # The CLI turns DivergedError into "error: ..." and exit 2; the head raised a bare RuntimeError instead.
+    fit, val, _ = taste_world()
+    mf = MatrixFactorization(fit.num_users, fit.num_items, 4).eval()
+    config = RankConfig(dim=8, max_epochs=3, eval_every=1, lr=1e30)
+    with pytest.raises(DivergedError, match="mf ranking head: loss is"):
+        train_mf_head(mf, fit, val, config, torch.Generator().manual_seed(0))
