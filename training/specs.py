@@ -37,9 +37,9 @@ from training.models import (
 from training.rank_heads import RankConfig, RankResult, train_dense_head, train_lstm_head, train_mf_head
 from training.ranking import Scorer, rank_scorer, rank_session_scorer
 
-# "pairs": predicts a rating for each (user, item) pair; "sequence": predicts along a user's time-ordered
+# "pair": predicts a rating for each (user, item) pair; "sequence": predicts along a user's time-ordered
 # history, so a held-out rating is predicted from the ratings before it, and it also serves anonymous sessions.
-Kind = Literal["pairs", "sequence"]
+Kind = Literal["pair", "sequence"]
 
 
 # The rating objective: ``fit(fit, val, config, generator, max_epochs, *, history) -> (network, FitResult)``
@@ -96,7 +96,7 @@ def _predict_sequences(network: nn.Module, history: Interactions, heldout: Inter
 
 MF = ModelSpec(
     name="mf",
-    kind="pairs",
+    kind="pair",
     config=MFConfig,
     rank_config=RankConfig(),
     fit=_history_unused(train_mf),
@@ -105,7 +105,7 @@ MF = ModelSpec(
 )
 DENSE = ModelSpec(
     name="dense",
-    kind="pairs",
+    kind="pair",
     config=DenseConfig,
     # u1 validation NDCG@10 (blended, before the popularity prior; 0.201 with it): 256 wide with 16 hidden 0.189,
     # 128 with 8 0.177 (at about 2/3 the time).
