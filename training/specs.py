@@ -20,12 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.artifacts import ModelName
+from app.artifacts import SEQUENCE_LENGTH, ModelName
 from training.data import Interactions
 from training.evaluate import predict_pairs, predict_sequences
 from training.fit import FitResult
 from training.models import (
-    SEQUENCE_LENGTH,
     Config,
     DenseConfig,
     LSTMConfig,

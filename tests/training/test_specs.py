@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from app.artifacts import MODEL_NAMES
+from app.artifacts import MODEL_NAMES, SEQUENCE_LENGTH
 from tests.training.conftest import synthetic_interactions
 from training import models
 from training.data import validation_split
 from training.evaluate import user_tastes
-from training.models import SEQUENCE_LENGTH
 from training.networks import SequenceLSTM
 from training.pipeline import MODELS, config_for
 from training.specs import SPECS

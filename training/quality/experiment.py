@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.artifacts import SEQUENCE_LENGTH
 from training.baselines import BiasBaseline, GlobalMean
 from training.data import Interactions
 from training.evaluate import error_metrics
 from training.fit import FitResult
-from training.models import SEQUENCE_LENGTH
 from training.peers import PEERS, PeerResult, choose_and_fit
 from training.pipeline import heldout_metrics, train_one, validation_parts
 from training.ranking import K, RankingTask, Scorer, latest_contexts
