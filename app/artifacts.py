@@ -13,14 +13,17 @@ atomically, decides which set is live)::
                               roll back; the files they name are kept with them
     .lock                     flock(2)ed by an export for its whole run, so exports never interleave
     catalog-<sha12>.json      Catalog below: item metadata and id maps
-    histories-<sha12>.npz     per-user training history in time order (CSR: indptr, items, ratings, timestamps)
-                              and item popularity; plain numpy arrays, loaded with allow_pickle=False
-    <model>-<sha12>.pt        TorchScript, one per model (mf, dense, lstm)
+    histories-<sha12>.npz     per-user training history in time order (CSR) and item popularity: the arrays
+                              of `HISTORY_ARRAYS`, plain numpy arrays, loaded with allow_pickle=False
+    <model>-<sha12>.pt        TorchScript, one per model (`MODELS`: mf, dense, lstm)
 
 Every file is read as a regular file inside the store directory: a symlink, FIFO or device is refused, never
 followed or opened for reading. A model's ``version`` and file name are derived from its SHA-256
 (``<name>-<sha12>``, ``<name>-<sha12>.pt``), and the TorchScript archive carries `MODULE_META_FILE` naming the
 model it holds, so an entry cannot point at another model's weights unnoticed.
+
+Each model entry records its ``kind`` (pair or sequence, fixed per model by `MODELS`) and, for a sequence
+model, the ``sequence_length`` it was trained on: the reader builds its serving handler from them.
 
 Indices: users and items are indexed 1..n in the models (0 is the padding / unknown row). The catalog
 maps raw ids to those indices. Every TorchScript module's rating methods return stars clamped to the data set's
@@ -30,11 +33,13 @@ later, a ratings file's own range otherwise):
 - mf, dense: ``predict(users: Tensor[B] int64, items: Tensor[B] int64) -> Tensor[B]``;
   ``score_all(user: Tensor[1] int64) -> Tensor[n_items + 1]`` (index 0 is padding, ignore it);
   ``item_embeddings() -> Tensor[n_items + 1, d]``.
-- lstm: ``predict(items: Tensor[B, L] int64, ratings: Tensor[B, L] float32) -> Tensor[B, L]`` where items
-  are oldest first, left-padded with 0, and ``ratings`` are the known stars of those items (0 = unknown). The
-  value at position k depends only on items <= k and ratings < k.
+- lstm (kind sequence; L is the entry's ``sequence_length``):
+  ``predict(items: Tensor[B, L] int64, ratings: Tensor[B, L] float32) -> Tensor[B, L]`` where items are oldest
+  first, left-padded with 0 (`left_pad`), and ``ratings`` are the known stars of those items (0 = unknown).
+  The value at position k depends only on items <= k and ratings < k.
   ``score_next(items: Tensor[1, L], ratings: Tensor[1, L]) -> Tensor[n_items + 1]`` scores every item as the
-  next one after the context (an anonymous sequence, from the LSTM's zero state); ``score_all(user)`` as
+  next one after the context (an anonymous sequence, from the LSTM's zero state; the context is the latest
+  L - 1 items, `latest_context`, since the position being predicted is appended); ``score_all(user)`` as
   above, from the state after the user's whole training history.
   ``item_embeddings()`` as above.
 
@@ -52,18 +57,24 @@ nothing across users. `/recommend` orders candidates by it:
   also ``rank_session_vector(items, ratings) -> Tensor[D]``), with ``rank_all(user) == rank_item_vectors() @
   rank_user_vector(user)`` and ``rank_next`` likewise. Item biases are folded in as the last column, whose
   query entry is a constant 1. Row 0 of the item vectors is padding.
+
+The ranking score's item biases include ``p * popularity_prior(popularity)`` (p is the entry's
+``hyperparameters["rank_popularity_weight"]``, the counts those of the store's histories), chosen on validation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # 2: store versions (Manifest.store_version, versions/) and each entry's own training data (ModelEntry.dataset).
 # 3: ranking heads (rank_* methods); ModelEntry.rank_weight replaces popularity_weight.
-SCHEMA_VERSION = 3
+# 4: ModelEntry.kind and ModelEntry.sequence_length; histories.npz must hold every array of HISTORY_ARRAYS.
+SCHEMA_VERSION = 4
 MANIFEST_FILE = "manifest.json"
 VERSIONS_DIR = "versions"
 LOCK_FILE = ".lock"
@@ -73,10 +84,77 @@ DEFAULT_KEEP_VERSIONS = 3
 MODULE_META_FILE = "recsys.json"
 # Store version ids sort by creation time: UTC time to the microsecond, then 8 hex of the manifest's content.
 STORE_VERSION_PATTERN = r"^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}$"
-MODEL_NAMES = ("mf", "dense", "lstm")
 ModelName = Literal["mf", "dense", "lstm"]
-# Sequence length the LSTM was trained on; requests are left-padded to it.
+# pair: scores (user, item) pairs; sequence: scores items after a sequence of earlier rated items.
+ModelKind = Literal["pair", "sequence"]
+# The window the LSTM is trained on (training) and the longest sequence /predict/lstm takes (the service).
 SEQUENCE_LENGTH = 10
+# The arrays of histories.npz: CSR by user index (indptr [n_users + 2], then the items and ratings of every
+# user's training ratings in time order), each item's training rating count [n_items + 1], and the ratings'
+# timestamps (alongside items; kept for readers that need time, the service does not).
+HISTORY_ARRAYS = ("indptr", "items", "ratings", "popularity", "timestamps")
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What the contract fixes for one model: what training declares and the service relies on."""
+
+    kind: ModelKind
+    sequence_length: int | None  # the window it is trained on (sequence models); None for pair models
+    rank_vectors: bool  # exports rank_item_vectors/rank_user_vector: the ranking score is an inner product
+    linear: bool  # its stars are exactly linear in [item_embeddings(), 1] per user (app.foldin)
+    shortlist_from: ModelName  # whose ranking vectors shortlist its candidates on a large catalog (app.retrieval)
+
+
+MODELS: dict[ModelName, ModelContract] = {
+    "mf": ModelContract(kind="pair", sequence_length=None, rank_vectors=True, linear=True, shortlist_from="mf"),
+    # An MLP over both embeddings: no inner-product form, so mf's ranking space shortlists for it.
+    "dense": ModelContract(kind="pair", sequence_length=None, rank_vectors=False, linear=False, shortlist_from="mf"),
+    "lstm": ModelContract(
+        kind="sequence", sequence_length=SEQUENCE_LENGTH, rank_vectors=True, linear=True, shortlist_from="lstm"
+    ),
+}
+MODEL_NAMES: tuple[ModelName, ...] = tuple(MODELS)  # in export order
+
+
+def models_of_kind(kind: ModelKind) -> list[ModelName]:
+    return [name for name, contract in MODELS.items() if contract.kind == kind]
+
+
+# --- numpy helpers both sides use ---------------------------------------------------------------------------
+
+
+def left_pad(items: np.ndarray, ratings: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last `length` items and their ratings, left-padded with item 0 and rating 0, as int64 and float32;
+    ``ratings`` may be shorter than ``items`` (the known ratings of the leading items): the rest are 0, unknown."""
+    padded_items = np.zeros(length, dtype=np.int64)
+    padded_ratings = np.zeros(length, dtype=np.float32)
+    full = np.zeros(len(items), dtype=np.float32)
+    full[: len(ratings)] = ratings
+    n = min(len(items), length)
+    if n:
+        padded_items[length - n :] = items[len(items) - n :]
+        padded_ratings[length - n :] = full[len(items) - n :]
+    return padded_items, padded_ratings
+
+
+def context_length(sequence_length: int) -> int:
+    """How many known items a sequence model reads when scoring the next one: ``score_next``/``rank_next``
+    append the position being predicted to them."""
+    return sequence_length - 1
+
+
+def latest_context(items: np.ndarray, ratings: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The context a sequence model scores the next item after: the latest `context_length` items, left-padded."""
+    return left_pad(items, ratings, context_length(sequence_length))
+
+
+def popularity_prior(counts: np.ndarray) -> np.ndarray:
+    """``log1p(count) / log1p(max count)`` in [0, 1] (float64), per item index: the popularity prior training
+    adds to the ranking score's item biases, from the training rating counts (histories' ``popularity``)."""
+    top = np.log1p(counts.max()) if len(counts) and counts.max() > 0 else 1.0
+    prior: np.ndarray = (np.log1p(counts) / top).astype(np.float64)
+    return prior
 
 
 class _Strict(BaseModel):
@@ -117,6 +195,12 @@ class DatasetInfo(_Strict):
 
 class ModelEntry(FileRef):
     name: ModelName
+    kind: ModelKind = Field(
+        description="pair: scores (user, item); sequence: scores items after a sequence of rated items"
+    )
+    sequence_length: int | None = Field(
+        ge=1, description="Sequence models: the window it was trained on (requests are left-padded to it); else null"
+    )
     version: str = Field(description="'<name>-<first 12 hex of sha256>'")
     trained_at: datetime
     training_seconds: float
@@ -136,6 +220,16 @@ class ModelEntry(FileRef):
     world_size: int = Field(
         default=1, ge=1, description="Processes that trained it data-parallel (torchrun ranks); 1 = one process"
     )
+
+    @model_validator(mode="after")
+    def _declared_kind(self) -> Self:
+        # The kind is the model's (MODELS); an entry claiming another would get the wrong serving handler.
+        expected = MODELS[self.name].kind
+        if self.kind != expected:
+            raise ValueError(f"{self.name} is a {expected} model, not {self.kind}")
+        if (self.sequence_length is None) != (self.kind == "pair"):
+            raise ValueError("sequence_length is set for a sequence model and only for one")
+        return self
 
 
 class Manifest(_Strict):

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from app.artifacts import MODEL_NAMES
 from app.errors import RecsysError
+from app.ranking import Filters
 from app.registry import ModelRegistry
 from app.services.batch import chunks, top_for_users
-from app.services.recommend import Filters
 
 log = logging.getLogger(__name__)
 BLOCK_USERS = 1000  # users scored per block: the endpoint's limit, and ~7 MB of scores for ML-100K

@@ -8,13 +8,14 @@ Both use the same object, a `LinearView` per model: every known user's predicted
     stars(u, i) = clip(offset[i] + basis[i] · coef[u], low, high)
 
 with ``basis`` ``[n_items + 1, r]`` and ``coef`` ``[n_users + 1, r]``, numpy arrays built here from the
-module's public contract only (``score_all`` and ``item_embeddings``), so nothing depends on how a module
-stores its weights.
+module's public contract only (``score_all`` and ``item_embeddings``, called through its `app.handlers`
+handler), so nothing depends on how a module stores its weights.
 
-- **mf and lstm** are exactly linear in ``[item_embeddings(), 1]``: MF's score is ``q_i · p_u + b_i + b_u + g``
-  and the LSTM's ``item_out_i · taste_u + b_i + taste_bias_u + g``. `build_view` recovers ``coef`` and
-  ``offset`` (the item biases, up to an equivalent re-parametrisation) from every known user's ``score_all``
-  by least squares, treating stars clamped at 1 or 5 as unknown (hard-impute), and *verifies* the result
+- **mf and lstm** (``linear`` in their `app.artifacts.MODELS` contract) are exactly linear in
+  ``[item_embeddings(), 1]``: MF's score is ``q_i · p_u + b_i + b_u + g`` and the LSTM's
+  ``item_out_i · taste_u + b_i + taste_bias_u + g``. `build_view` recovers ``coef`` and ``offset`` (the
+  item biases, up to an equivalent re-parametrisation) from every known user's ``score_all`` by least
+  squares, treating stars clamped at 1 or 5 as unknown (hard-impute), and *verifies* the result
   reproduces ``score_all`` (``exact``). Batch scoring is then one matrix product.
 - **dense** is not linear in any item vectors (a ReLU network on the user and item embeddings). Its view is
   the network's own best rank-r linear approximation over the known users: the leading singular directions of
@@ -28,7 +29,7 @@ around the model's own predictions gives the noise, and a visitor's coefficient 
 their rated items. No rated items gives the average known user; many give a user close to how the model
 would have fitted them. There is no tuned hyperparameter: both scales are measured on the training data.
 
-Ranking vectors: a module that exports ``rank_item_vectors() -> [n_items + 1, d]`` and
+Ranking vectors: a model whose contract has ``rank_item_vectors() -> [n_items + 1, d]`` and
 ``rank_user_vector(user) -> [d]`` (inner-product ranking) gets a `RankView` as well: batch ranking is
 ``rank_user[users] @ rank_items.T``, and a folded-in user's ranking vector is the known users' linear
 regression of ranking vector on rating coefficient, applied to the folded-in coefficient (the conditional mean
@@ -43,13 +44,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from app.handlers import ModelHandler
+
 log = logging.getLogger(__name__)
 
 CLAMP_EPS = 1e-4  # a prediction this near the scale's ends may have been clamped: its true value is unknown
 EXACT_TOLERANCE = 2e-3  # stars; a view reproducing score_all to this is used in place of it
 IMPUTE_ROUNDS = 200  # hard-impute rounds at most; a few suffice unless many predictions are clamped
 CHUNK_USERS = 4096  # score_all rows gathered per block (bounds memory to CHUNK_USERS x n_items floats)
-LINEAR_KINDS = ("mf", "lstm")  # exactly linear in [item_embeddings(), 1] (see the module docstring)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,8 +121,7 @@ class LinearView:
 
 
 def build_view(
-    module: torch.jit.ScriptModule,
-    name: str,
+    model: ModelHandler,
     *,
     n_users: int,
     indptr: np.ndarray,
@@ -129,10 +130,11 @@ def build_view(
     scale: tuple[float, float] = (1.0, 5.0),
 ) -> LinearView:
     """The `LinearView` of a pair model or the LSTM's known users (see the module docstring)."""
-    stars = _known_user_stars(module, n_users)  # [n_users, n_items + 1], column 0 padding
-    with torch.inference_mode():
-        embeddings = module.item_embeddings().detach().to(torch.float64).numpy()
-    if name in LINEAR_KINDS:
+    name, linear = model.name, model.contract.linear
+    # [n_users, n_items + 1], column 0 padding
+    stars = model.stars_users(np.arange(1, n_users + 1)).astype(np.float64) if n_users else np.zeros((0, 0))
+    embeddings = model.item_embeddings()
+    if linear:
         basis = np.c_[embeddings, np.ones(len(embeddings))]
         basis[0] = 0.0
         offset, coef = _fit_linear(stars, basis, scale)
@@ -141,7 +143,7 @@ def build_view(
     low, high = scale
     fitted = np.clip(_mm(coef, basis.T) + offset, low, high)
     max_error = float(np.abs(fitted[:, 1:] - stars[:, 1:]).max()) if stars.size else 0.0
-    exact = name in LINEAR_KINDS and max_error <= EXACT_TOLERANCE
+    exact = linear and max_error <= EXACT_TOLERANCE
     mean = coef.mean(axis=0)
     covariance = np.cov(coef, rowvar=False) if len(coef) > 1 else np.eye(coef.shape[1])
     covariance = np.atleast_2d(covariance)
@@ -149,7 +151,7 @@ def build_view(
     jitter = 1e-6 * max(float(np.trace(covariance)) / len(covariance), 1e-12)
     precision = np.linalg.inv(covariance + jitter * np.eye(len(covariance)))
     noise = _residual_variance(stars, indptr, history_items, history_ratings)
-    rank = _rank_view(module, n_users, coef) if _has_rank_vectors(module) else None
+    rank = _rank_view(model, n_users, coef) if model.contract.rank_vectors else None
     padded = np.vstack([np.zeros((1, coef.shape[1])), coef])
     log.info("%s: linear view rank %d, max error %.2g stars (exact: %s)", name, basis.shape[1], max_error, exact)
     return LinearView(
@@ -165,16 +167,6 @@ def build_view(
         low=low,
         high=high,
     )
-
-
-def _known_user_stars(module: torch.jit.ScriptModule, n_users: int) -> np.ndarray:
-    rows = []
-    with torch.inference_mode():
-        for user in range(1, n_users + 1):
-            rows.append(module.score_all(torch.tensor([user], dtype=torch.int64)))
-        if not rows:
-            return np.zeros((0, 0))
-        return torch.stack(rows).to(torch.float64).numpy()
 
 
 def _fit_linear(
@@ -266,19 +258,9 @@ def _residual_variance(
     return max(float(np.mean((history_ratings - predicted) ** 2)), 1e-3)
 
 
-def _has_rank_vectors(module: torch.jit.ScriptModule) -> bool:
-    return hasattr(module, "rank_item_vectors") and hasattr(module, "rank_user_vector")
-
-
-def _rank_view(module: torch.jit.ScriptModule, n_users: int, coef: np.ndarray) -> RankView:
-    with torch.inference_mode():
-        items = module.rank_item_vectors().detach().to(torch.float64).numpy()
-        users = np.stack(
-            [
-                module.rank_user_vector(torch.tensor([u], dtype=torch.int64)).detach().to(torch.float64).numpy()
-                for u in range(1, n_users + 1)
-            ]
-        ).reshape(n_users, -1)
+def _rank_view(model: ModelHandler, n_users: int, coef: np.ndarray) -> RankView:
+    items = model.item_vectors().astype(np.float64)
+    users = np.stack([model.user_vector(u) for u in range(1, n_users + 1)]).astype(np.float64).reshape(n_users, -1)
     mean = users.mean(axis=0)
     centred_coef = coef - coef.mean(axis=0)
     from_coef, *_ = np.linalg.lstsq(centred_coef, users - mean, rcond=None)

@@ -4,12 +4,13 @@ Below `RetrievalConfig.min_items` items nothing here is used and every endpoint 
 (exact, as on ML-100K). From there on `/recommend`, ``POST /recommend`` and `/items/{id}/similar` ask an index
 for a shortlist and score only that exactly.
 
-Ranking space (mf, lstm). The ranking score is an inner product, ``rank_all(user) == rank_item_vectors() @
-rank_user_vector(user)`` (the artifact contract), plus an item-only term (the popularity blend). Folding that
-term into one more column (queries get a 1) makes the served score exactly one inner product, so maximum
-inner-product search over ``[rank_item_vectors, item_term]`` retrieves by the served score itself.
-Dense is an MLP with no such form: its shortlist comes from mf's ranking space for the same user, and dense
-re-ranks the shortlist with its own predictions (what that costs is measured in docs/scaling.md).
+Ranking space (models whose contract has rank vectors: mf, lstm). The ranking score is an inner product,
+``rank_all(user) == rank_item_vectors() @ rank_user_vector(user)`` (the artifact contract), its item biases
+folded in as the last column already; `RankSpace` appends one more for any item-only term (queries get a 1),
+so maximum inner-product search over ``[rank_item_vectors, item_term]`` retrieves by the served score itself.
+Dense is an MLP with no such form: its shortlist comes from the ranking space of its contract's
+``shortlist_from`` (mf) for the same user, and dense re-ranks the shortlist with its own predictions (what that
+costs is measured in docs/scaling.md).
 
 Index: FAISS 4-bit product quantisation with SIMD "fast scan" (``IndexPQFastScan``, inner product), one code
 per `dims_per_code` dimensions. It scans every item's 4-bit codes (~1 MiB for 62k items), then the service
@@ -27,16 +28,20 @@ pages never repeat or skip an item, and the mask is applied to everything return
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from app.errors import RegistryError
+from app.handlers import ModelHandler
 from app.settings import Settings
 
-# Where each model's shortlist comes from: its own ranking space, or (dense, an MLP) mf's.
-SHORTLIST_FROM = {"mf": "mf", "dense": "mf", "lstm": "lstm"}
+log = logging.getLogger(__name__)
 WIDEN_FACTOR = 4
 BITS_PER_CODE = 4  # fast scan works on 4-bit codes (16 centroids per sub-quantiser)
 MIN_TRAINING_ITEMS = 39 * 2**BITS_PER_CODE  # FAISS's k-means asks for 39 points per centroid
@@ -135,6 +140,40 @@ class ModelRetrieval:
     space: RankSpace | None  # None: no space to shortlist from, so recommendations stay exact
     rerank: bool  # the space is another model's: re-score its shortlist with this model
     similar: VectorIndex
+
+
+def build_retrieval(
+    directory: Path, models: Mapping[str, ModelHandler], n_items: int, config: RetrievalConfig | None
+) -> dict[str, ModelRetrieval]:
+    """Indexes over the verified, loaded models (nothing read from disk): a ranking space per model, from the
+    rank vectors of its contract's ``shortlist_from`` model, and a cosine index over its unit embeddings; none
+    below the catalog-size threshold."""
+    if config is None or n_items < config.min_items:
+        return {}
+    started = time.perf_counter()
+    result: dict[str, ModelRetrieval] = {}
+    for name, loaded in models.items():
+        shortlist_from = loaded.contract.shortlist_from
+        source = models.get(shortlist_from)
+        space = None
+        if source is not None:
+            if not source.contract.rank_vectors:
+                raise RegistryError(f"{directory / source.entry.file}: approximate retrieval needs rank vectors")
+            vectors = source.item_vectors()
+            if vectors.shape[0] != n_items + 1 or not np.isfinite(vectors).all():
+                raise RegistryError(f"{directory / source.entry.file}: rank_item_vectors() is not finite [n+1, d]")
+            # The item biases are a column of the vectors already: no item-only term.
+            space = RankSpace.build(source.name, vectors, np.zeros(n_items + 1, np.float32), config.dims_per_code)
+        else:
+            log.warning("%s: no %s model to shortlist from; its recommendations stay exact", name, shortlist_from)
+        result[name] = ModelRetrieval(
+            config=config,
+            space=space,
+            rerank=source is not loaded,
+            similar=VectorIndex(loaded.unit_embeddings, config.dims_per_code),
+        )
+    log.info("built retrieval indexes for %d items in %.2f s", n_items, time.perf_counter() - started)
+    return result
 
 
 def ranked_page(

@@ -24,7 +24,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from app.artifacts import SEQUENCE_LENGTH, DatasetInfo, Metrics
+from app.artifacts import (
+    SEQUENCE_LENGTH,
+    DatasetInfo,
+    Item,
+    ModelEntry,
+    ModelName,
+    context_length,
+    models_of_kind,
+)
 
 MAX_ID = 2**31 - 1
 MAX_PAIR_ITEMS = 1000
@@ -56,7 +64,7 @@ STRICT_NOTE = (
     "Strict JSON: duplicate keys, NaN/Infinity and lone surrogates are rejected; integers must be JSON integers "
     '(not "10", 10.0 or true) and booleans true or false (not 0 or "yes")."'
 )
-PAIR_MODELS = ["mf", "dense"]  # the models /predict/{model} serves; the sequence model has /predict/lstm
+PAIR_MODELS = models_of_kind("pair")  # the models /predict/{model} serves; the sequence model has /predict/lstm
 
 # A minus sign is let through so that "-1" gets the range error ("greater than or equal to 1"), which says more.
 _DECIMAL = re.compile(r"0|-?[1-9][0-9]{0,18}")
@@ -108,13 +116,26 @@ DIVERSITY_DESCRIPTION = (
 
 
 class _Schema(BaseModel):
-    # Fields such as model_version are ours, not pydantic's.
+    # The one base configuration: fields such as model_version are ours, not pydantic's. Subclasses add to it
+    # (pydantic merges a subclass's model_config into its parents').
     model_config = ConfigDict(protected_namespaces=())
 
 
 class _Request(_Schema):
     # A misspelt field ("item_id" for "item_ids") is an error, not silently ignored; strict: nothing is coerced.
-    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Stored(_Schema):
+    # Responses that mirror a stored record (app.artifacts) derive from it, so a field added there is served
+    # too. Listed after the record among the bases, so this config overrides the record's: a response is
+    # built, not parsed, and neither frozen nor extra="forbid" (additionalProperties: false) applies to it. A
+    # response always carries every field, so the documented schema requires the ones with defaults too.
+    model_config = ConfigDict(extra="ignore", frozen=False, json_schema_serialization_defaults_required=True)
+
+
+class ItemFields(Item, _Stored):
+    """A catalog item's fields, as every response listing items shows them."""
 
 
 def _check_ratings(items: list[int], ratings: list[float] | None) -> None:
@@ -132,9 +153,6 @@ class PredictRequest(_Request):
     __doc__ = f"A user and the items to predict. {STRICT_NOTE}"
 
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        protected_namespaces=(),
         json_schema_extra={"examples": [{"user_id": 196, "item_ids": [242, 302, 377]}]},
     )
 
@@ -151,9 +169,6 @@ class SequencePredictRequest(_Request):
     )
 
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [{"items": [209, 32, 189], "ratings": [4, 5]}, {"user_id": 196, "item_ids": [242, 302]}],
             # The two forms, so the schema admits exactly what the validator below does.
@@ -203,7 +218,6 @@ class Prediction(_Schema):
 
 class PredictResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -224,7 +238,6 @@ class PredictResponse(_Schema):
 
 class SequencePredictResponse(_Schema):  # user_id: set for the known-user form
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -259,11 +272,7 @@ class Because(_Schema):
     similarity: float = Field(description="Cosine similarity of the two items' embeddings in the model")
 
 
-class RecommendedItem(_Schema):
-    item_id: int
-    title: str
-    year: int | None
-    genres: list[str]
+class RecommendedItem(ItemFields):
     score: float = Field(
         description="Ranking score, best first: the model's ranking score (personalized and session; higher is "
         "better, not in stars), or the number of training ratings (popular)"
@@ -277,7 +286,6 @@ class RecommendedItem(_Schema):
 
 class RecommendResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -319,9 +327,6 @@ class SessionRecommendRequest(_Request):
     __doc__ = f"An anonymous session: items seen, oldest first, and what to recommend. {STRICT_NOTE}"
 
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [{"items": [50, 181, 172, 174], "ratings": [5, 4, 5], "k": 10, "model": "lstm"}]
         },
@@ -330,7 +335,7 @@ class SessionRecommendRequest(_Request):
     items: list[RawId] = Field(
         min_length=1,
         max_length=MAX_SESSION_ITEMS,
-        description=f"Items seen in this session, oldest first; the last {SEQUENCE_LENGTH - 1} are the "
+        description=f"Items seen in this session, oldest first; the last {context_length(SEQUENCE_LENGTH)} are the "
         "LSTM's context, and none of them is recommended",
     )
     ratings: list[Stars] | None = Field(
@@ -345,9 +350,10 @@ class SessionRecommendRequest(_Request):
         description="How many items to return; at most the catalog size (`maximum`)",
         json_schema_extra=CATALOG_BOUND,
     )
-    model: Literal["mf", "dense", "lstm"] = Field(
+    model: ModelName = Field(
         default="lstm",
-        description="lstm: the next items after the session (its last 9 items are the context); mf, dense: the "
+        description=f"lstm: the next items after the session (its last {context_length(SEQUENCE_LENGTH)} items are "
+        "the context); mf, dense: the "
         "rated items are folded in as a new user (a least-squares user vector against the frozen item factors), "
         "so only items with a rating inform them",
     )
@@ -370,9 +376,8 @@ class SessionRecommendRequest(_Request):
 # --- items --------------------------------------------------------------------------------------------------
 
 
-class ItemResponse(_Schema):
+class ItemResponse(ItemFields):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -386,24 +391,15 @@ class ItemResponse(_Schema):
         },
     )
 
-    item_id: int
-    title: str
-    year: int | None
-    genres: list[str]
     n_ratings: int = Field(description="Ratings of this item in the models' training data")
 
 
-class SimilarItem(_Schema):
-    item_id: int
-    title: str
-    year: int | None
-    genres: list[str]
+class SimilarItem(ItemFields):
     similarity: float = Field(description="Cosine similarity of the item embeddings, in [-1, 1]")
 
 
 class SimilarResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -435,25 +431,8 @@ class SimilarResponse(_Schema):
 # --- models and health --------------------------------------------------------------------------------------
 
 
-class ModelInfo(_Schema):
-    name: str
-    kind: Literal["pair", "sequence"] = Field(
-        description="pair: scores (user, item); sequence: scores items after a sequence of rated items"
-    )
-    version: str
-    file: str
-    sha256: str = Field(description="SHA-256 of the TorchScript artifact, verified at load")
-    trained_at: datetime
-    training_seconds: float
-    epochs: int
-    torch_version: str
-    hyperparameters: dict[str, Any]
-    metrics: list[Metrics] = Field(description="Held-out error, each naming the split it was measured on")
-    rank_weight: float = Field(description="Weight of the rating score inside the ranking score")
-    n_parameters: int
-    dataset: DatasetInfo = Field(
-        description="The data this model was trained on (its split may differ from the store's)"
-    )
+class ModelInfo(ModelEntry, _Stored):
+    """A loaded model: its manifest entry (`app.artifacts.ModelEntry`), every field of it."""
 
 
 class StoreVersionInfo(_Schema):
@@ -486,7 +465,6 @@ class ReadyResponse(_Schema):
 
 class ReloadResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -514,7 +492,6 @@ class ReloadResponse(_Schema):
 class ErrorResponse(_Schema):
     model_config = ConfigDict(
         extra="allow",
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [{"detail": "unknown item ids: 99999, 88888", "unknown_item_ids": [99999, 88888]}]
         },
@@ -532,7 +509,6 @@ class ValidationIssue(_Schema):
 class ValidationErrorResponse(_Schema):
     model_config = ConfigDict(
         extra="allow",
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -572,8 +548,7 @@ class PairPredictRequest(_Request):
     to predict. One body with both forms rather than a union, so a bad field is reported at its own location."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        protected_namespaces=(),
+        strict=False,  # as before the configs were merged: fields not marked strict are lax here
         json_schema_extra={
             "examples": [
                 {"user_id": 196, "item_ids": [242, 302, 377]},
@@ -608,7 +583,6 @@ class PairPredictRequest(_Request):
 
 class AnonymousPredictResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -629,8 +603,7 @@ class AnonymousPredictResponse(_Schema):
 
 class BatchRecommendRequest(_Request):
     model_config = ConfigDict(
-        extra="forbid",
-        protected_namespaces=(),
+        strict=False,  # as before the configs were merged: fields not marked strict are lax here
         json_schema_extra={"examples": [{"user_ids": [196, 186, 22], "k": 3, "model": "mf"}]},
     )
 
@@ -638,7 +611,7 @@ class BatchRecommendRequest(_Request):
         min_length=1, max_length=MAX_BATCH_USERS, description=f"1 to {MAX_BATCH_USERS} known raw user ids"
     )
     k: int = Field(default=10, ge=1, le=MAX_ID, description="Items per user (at most the catalog size)")
-    model: Literal["mf", "dense", "lstm"] = Field(default="mf")
+    model: ModelName = Field(default="mf")
     exclude_seen: bool = Field(default=True, description="Leave out items each user rated in training")
     genres: list[Genre] | None = Field(
         default=None, max_length=MAX_GENRES, description="Only items having any of these genres"
@@ -658,7 +631,6 @@ class BatchUserResult(_Schema):
 
 class BatchRecommendResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {
@@ -700,7 +672,6 @@ class BatchRecommendResponse(_Schema):
 
 class ItemSearchResponse(_Schema):
     model_config = ConfigDict(
-        protected_namespaces=(),
         json_schema_extra={
             "examples": [
                 {

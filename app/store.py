@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.artifacts import (
+    HISTORY_ARRAYS,
     MANIFEST_FILE,
     MODULE_META_FILE,
     SCHEMA_VERSION,
@@ -41,7 +42,6 @@ from app.errors import RegistryError
 
 log = logging.getLogger(__name__)
 
-HISTORY_ARRAYS = ("indptr", "items", "ratings", "popularity")
 # A manifest lists a few files; one this large is not a manifest, and is not read whole into memory.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _STORE_VERSION = re.compile(STORE_VERSION_PATTERN)
@@ -280,12 +280,12 @@ def parse_histories(directory: Path, manifest: Manifest) -> dict[str, np.ndarray
     if odd:
         raise RegistryError(f"{path}: arrays {', '.join(odd)} must be one-dimensional and numeric")
     n_users, n_items = manifest.dataset.n_users, manifest.dataset.n_items
-    indptr, items, ratings, popularity = (arrays[name] for name in HISTORY_ARRAYS)
+    indptr, items, ratings, popularity, timestamps = (arrays[name] for name in HISTORY_ARRAYS)
     problems = []
     if indptr.shape != (n_users + 2,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
         problems.append(f"indptr must be {n_users + 2} non-decreasing offsets from 0")
-    elif indptr[-1] != len(items) or len(ratings) != len(items):
-        problems.append("indptr, items and ratings disagree in length")
+    elif indptr[-1] != len(items) or len(ratings) != len(items) or len(timestamps) != len(items):
+        problems.append("indptr, items, ratings and timestamps disagree in length")
     if len(items) and (items.min() < 1 or items.max() > n_items):
         problems.append(f"item indices outside 1..{n_items}")
     if popularity.shape != (n_items + 1,) or (len(popularity) and popularity.min() < 0):
@@ -299,6 +299,7 @@ def parse_histories(directory: Path, manifest: Manifest) -> dict[str, np.ndarray
         "items": items.astype(np.int64),
         "ratings": ratings.astype(np.float32),
         "popularity": popularity.astype(np.int64),
+        "timestamps": timestamps.astype(np.int64),
     }
 
 

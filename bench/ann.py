@@ -17,14 +17,12 @@ Writes bench/out/ann.json and the "## ANN retrieval" section of docs/scaling.md 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from app.services.items import similar_items
 from app.services.recommend import Filters, recommend_for_session, recommend_for_user
 from app.settings import Settings
 from bench import scale
-from bench.server import REPO, rss_mb, run_wrk, serve
+from bench.server import LARGE_START_TIMEOUT, REPO, rss_mb, run_wrk, serve
 
 log = logging.getLogger("bench.ann")
 MODELS = ("mf", "dense", "lstm")
@@ -142,20 +140,6 @@ def lua_session(path: Path, n_items: int) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def serving(
     store: Path,
     tmp: Path,
@@ -170,7 +154,8 @@ def serving(
 ) -> dict[str, Any]:
     env = {"RECSYS_ANN_MIN_ITEMS": str(Settings().ann_min_items if retrieval else 10**9)}
     label = f"{label}-{'approximate' if retrieval else 'exact'}-{workers}w"
-    with environment(**env), serve(store, log_path=tmp / f"server-{label}.log", workers=workers) as server:
+    log_path = tmp / f"server-{label}.log"
+    with serve(store, log_path=log_path, workers=workers, env=env, timeout=LARGE_START_TIMEOUT) as server:
         result: dict[str, Any] = {
             "store": label,
             "workers": workers,

@@ -2,7 +2,7 @@
 
 For every test user of a split (RankingTask protocol of `training.ranking`: relevant = test items rated 4+,
 candidates = items not in the user's training data), each model's served ranking (predicted stars plus its
-popularity blend) is re-ranked with the service's own MMR (`app.services.recommend.ranked_page`) at several
+popularity blend) is re-ranked with the service's own MMR (`app.ranking.ranked_page`) at several
 settings. Per setting: NDCG@10; intra-list diversity (mean pairwise cosine distance of the 10 items) over the
 model's own item embeddings (what MMR trades on) and over genres (Jaccard distance, a measure MMR never
 sees); catalog coverage (share of the catalog in anyone's top 10). Writes a chart and prints a table.
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.diversity import intra_list_diversity
+from app.ranking import Filters, ranked_page
 from app.registry import ModelRegistry
-from app.services.diversity import intra_list_diversity
-from app.services.recommend import Filters, ranked_page
 from bench.server import REPO
 from training.data import load_movielens
 from training.ranking import K, RankingTask, per_user_metrics

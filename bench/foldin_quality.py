@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.registry import CONTEXT_LENGTH, ModelRegistry
+from app.artifacts import SEQUENCE_LENGTH, latest_context
+from app.registry import ModelRegistry
 from app.services.foldin import _folded
-from app.services.predict import left_pad
 from training.data import load_movielens
 from training.ranking import RankingTask
 
@@ -64,7 +64,7 @@ def measure(registry: ModelRegistry, task: RankingTask) -> dict[str, Any]:
         scores = []
         with torch.inference_mode():
             for items, ratings in histories:
-                context_items, context_ratings = left_pad(items[:n], ratings[:n], CONTEXT_LENGTH)
+                context_items, context_ratings = latest_context(items[:n], ratings[:n], SEQUENCE_LENGTH)
                 out = lstm.module.rank_next(
                     torch.from_numpy(context_items[None]), torch.from_numpy(context_ratings[None])
                 )

@@ -1,43 +1,26 @@
 """Do heavy requests starve light ones? `python -m bench.heavy_requests [--store models_store] [--seconds 8]`
 
-One uvicorn worker (the production flags), one client sending light requests (``/recommend/196?k=10``) back to
-back, alone and then beside N clients sending the heaviest valid request (``k=1682&explain=true``, 1,682 items
-with three explanations each). Prints the light client's p50/p99 in both runs and their ratio: the figure is the
-ratio, measured in one run on the same (shared) machine; absolute times move with the load on the box.
+One uvicorn worker (the Dockerfile's command, `bench.server.serve`), one client sending light requests
+(``/recommend/196?k=10``) back to back, alone and then beside N clients sending the heaviest valid request
+(``k=1682&explain=true``, 1,682 items with three explanations each). Prints the light client's p50/p99 in both
+runs and their ratio: the figure is the ratio, measured in one run on the same (shared) machine; absolute times
+move with the load on the box.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+from bench.server import REPO, serve
+
 LIGHT = "/recommend/196?k=10"
 HEAVY = "/recommend/196?k=1682&explain=true&exclude_seen=false"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _flags() -> list[str]:
-    # The Makefile's SERVE_FLAGS, so the measured server is the one `make serve` runs.
-    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
-    line = next(x for x in text.splitlines() if x.startswith("SERVE_FLAGS"))
-    return line.split(":=", 1)[1].split()
 
 
 async def _light(url: str, seconds: float) -> list[float]:
@@ -78,26 +61,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--heavy-clients", type=int, default=8)
     args = p.parse_args()
-    port = _free_port()
-    env = {**os.environ, "RECSYS_MODELS_DIR": str(args.store), "RECSYS_ACCESS_LOG": "false"}
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", HOST, "--port", str(port)]
-    process = subprocess.Popen([*cmd, *_flags()], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.2)
-        alone, _ = asyncio.run(_run(url, args.seconds, 0))
-        loaded, heavy_done = asyncio.run(_run(url, args.seconds, args.heavy_clients))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve(args.store.resolve()) as server:
+        alone, _ = asyncio.run(_run(server.url, args.seconds, 0))
+        loaded, heavy_done = asyncio.run(_run(server.url, args.seconds, args.heavy_clients))
     print(f"light alone:             n={len(alone)} p50={_p(alone, 50):.1f} ms p99={_p(alone, 99):.1f} ms")
     print(
         f"light + {args.heavy_clients} heavy clients: n={len(loaded)} p50={_p(loaded, 50):.1f} ms "

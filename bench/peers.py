@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from bench.server import REPO
@@ -17,21 +18,30 @@ from bench.server import REPO
 log = logging.getLogger(__name__)
 
 DEFAULT_VENV = REPO / "bench" / "out" / "peers-venv"
-# torch first, on its own: the pinned CPU build; then the peer and the profiler.
-PACKAGES = (["torch==2.13.0"], ["litserve==0.2.19", "orjson", "numpy", "py-spy==0.4.3"])
+# torch first, on its own: the pinned CPU build; then the peer, the profiler and the service's own runtime
+# dependencies, since bench/anchors/work.py loads the models through app.registry (faiss, pydantic-settings, ...).
+PACKAGES = (
+    ["torch==2.13.0"],
+    [
+        "litserve==0.2.19",
+        "py-spy==0.4.3",
+        *tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"],
+    ],
+)
 
 
 def ensure(venv: Path = DEFAULT_VENV) -> Path:
     """The venv's python, creating the venv and installing PACKAGES if it is not there yet."""
     python = venv / "bin" / "python"
-    marker = venv / ".installed"
-    if marker.is_file():
+    marker = venv / ".installed"  # holds PACKAGES as installed, so a changed list installs again
+    if marker.is_file() and marker.read_text() == repr(PACKAGES):
         return python
     log.info("creating the benchmark's peer environment in %s (LitServe, py-spy, torch 2.13.0)", venv)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not python.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     for group in PACKAGES:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *group], check=True)
-    marker.touch()
+    marker.write_text(repr(PACKAGES))
     return python
 
 

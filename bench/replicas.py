@@ -6,7 +6,7 @@ time, and only the processes started here are stopped.
 
 The scenario (docs/scaling.md):
 
-1. replicas A and B (``uvicorn app.main:create_app --factory ...``, the command ``make serve`` runs, each on
+1. replicas A and B (`bench.server.start`: the Dockerfile's command, which ``make serve`` runs too, each on
    its own port with ``RECSYS_MODELS_DIR`` pointing at a copy of the store) and nginx with
    ``deploy/nginx/nginx.conf`` (only its addresses swapped) in front, as a foreground process;
 2. client threads send a mix of GET and POST requests through nginx and record every answer;
@@ -23,11 +23,8 @@ import io
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,12 +39,10 @@ import httpx
 import torch
 
 from app.artifacts import MANIFEST_FILE, MODULE_META_FILE, VERSIONS_DIR
+from bench.server import HOST, REPO, Server, free_port, start
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 ADMIN_KEY = "replicas-bench-admin-key-0123456789"
-START_TIMEOUT = 90.0  # seconds for a replica to answer /ready on a busy 2-core machine
 MAX_SECONDS = 120.0  # hard bound on the whole load phase
 CLIENTS = 4
 REJOIN_TIMEOUT = 30.0  # seconds after the reload for both replicas to be taking traffic through nginx
@@ -67,47 +62,28 @@ class Replica:
     port: int
     store: Path
     log: Path
-    process: subprocess.Popen[bytes] | None = None
+    server: Server | None = None
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> float:
-        """Start the server and wait for /ready; returns the seconds that took."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-        env.update(RECSYS_MODELS_DIR=str(self.store), RECSYS_ADMIN_API_KEY=ADMIN_KEY, RECSYS_LOG_FORMAT="json")
-        command = [
-            sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-            "--host", HOST, "--port", str(self.port), *serve_flags(),
-        ]  # fmt: skip
-        start = time.monotonic()
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        while True:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return time.monotonic() - start
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() - start > START_TIMEOUT:
-                raise RuntimeError(f"replica {self.name} did not become ready:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        """Start the server (on its own port again after a restart) and wait for /ready; returns the seconds
+        that took."""
+        env = {"RECSYS_ADMIN_API_KEY": ADMIN_KEY, "RECSYS_LOG_FORMAT": "json"}
+        self.server = start(self.store, log_path=self.log, port=self.port, env=env)
+        return self.server.ready_seconds
 
     def terminate(self) -> int:
         """SIGTERM (graceful shutdown) and wait; returns the exit status."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        assert self.server is not None
+        self.server.signal(signal.SIGTERM)
+        return self.server.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.server is not None:
+            self.server.stop()
 
     def requests_served(self) -> int:
         """Requests this process answered on the routes the load uses (from its own /metrics)."""
@@ -123,7 +99,7 @@ class Replica:
 class Nginx:
     port: int
     prefix: Path
-    process: subprocess.Popen[bytes] | None = None
+    server: Server | None = None
 
     @property
     def url(self) -> str:
@@ -133,48 +109,31 @@ class Nginx:
         conf = self.prefix / "nginx.conf"
         conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), upstream_ports, self.port))
         (self.prefix / "tmp").mkdir(exist_ok=True)
-        binary = nginx_binary()
         # In the foreground, so it is a child of this process. As root, nginx would hand its workers to
         # 'nobody', who cannot enter the private temporary directory; keep them as the current user.
         directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-        log = (self.prefix / "nginx.out").open("wb")
-        self.process = subprocess.Popen(
-            [binary, "-p", str(self.prefix), "-c", str(conf), "-e", "error.log", "-g", directives],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not start:\n{self.error_log()}")
-            time.sleep(0.1)
+        command = [nginx_binary(), "-p", str(self.prefix), "-c", str(conf), "-e", "error.log", "-g", directives]
+        try:
+            # SIGQUIT is nginx's graceful stop: finish open requests, then exit.
+            self.server = start(
+                None,
+                log_path=self.prefix / "nginx.out",
+                command=lambda _: command,
+                port=self.port,
+                ready_path="/health",
+                timeout=20,
+                stop_signal=signal.SIGQUIT,
+            )
+        except RuntimeError as e:  # nginx writes its errors to error.log (the config says so), not to stdout
+            raise RuntimeError(f"nginx did not start: {e}\n{self.error_log()}") from None
 
     def error_log(self) -> str:
         parts = [p.read_text(errors="replace") for p in (self.prefix / "nginx.out", self.prefix / "error.log")]
         return "\n".join(p for p in parts if p)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)  # graceful: finish open requests, then exit
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def serve_flags() -> list[str]:
-    """The Makefile's SERVE_FLAGS, which `make serve` and the image's CMD use (tests/test_serve_command.py)."""
-    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
-    match = re.search(r"^SERVE_FLAGS\s*:=\s*(.+)$", text, re.M)
-    if match is None:
-        raise RuntimeError("the Makefile defines no SERVE_FLAGS")
-    return shlex.split(match.group(1))
+        if self.server is not None:
+            self.server.stop()
 
 
 def nginx_binary() -> str:
@@ -198,12 +157,6 @@ def render_nginx_conf(text: str, upstream_ports: list[int], listen_port: int) ->
     if marked != len(upstream_ports) + 1:
         raise ValueError(f"{NGINX_CONF} marks {marked} addresses, expected {len(upstream_ports) + 1}")
     return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def new_mf_version(store: Path) -> str:

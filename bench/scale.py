@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from app.artifacts import Catalog, DatasetInfo, Item
-from bench.server import get_json, run_wrk, serve
+from bench.server import LARGE_START_TIMEOUT, get_json, run_wrk, serve
 from bench.training_speed import mf_loop_rate
 from training.data import Interactions
 from training.export import TrainedModel, export_store
@@ -89,7 +89,7 @@ def run(*, n_ratings: int, train_ratings: int, train_batches: int, duration: int
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         store = Path(tmp) / "store"
         result["build"] = build_store(store, n_ratings)
-        with serve(store, log_path=Path(tmp) / "server.log") as server:
+        with serve(store, log_path=Path(tmp) / "server.log", timeout=LARGE_START_TIMEOUT) as server:
             result["ready_seconds"] = server.ready_seconds
             result["rss_after_load_mb"] = server.rss_after_load_mb
             ready = get_json(server.url + "/ready")

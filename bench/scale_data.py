@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from bench.server import REPO, post_json, serve
+from bench.server import LARGE_START_TIMEOUT, REPO, post_json, serve
 
 USERS_25M = 162_541
 RATINGS_25M = 25_000_095
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         results["store_mb"] = round(sum(f.stat().st_size for f in store.iterdir()) / 1024**2, 1)
         catalog = json.loads(next(store.glob("catalog-*.json")).read_text())
         user, item = catalog["user_ids"][0], catalog["items"][0]["item_id"]
-        with serve(store, log_path=work / "server.log") as server:
+        with serve(store, log_path=work / "server.log", timeout=LARGE_START_TIMEOUT) as server:
             answers = {}
             for model in results["models"]:
                 if model == "lstm":

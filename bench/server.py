@@ -1,7 +1,12 @@
-"""Run the real service as a subprocess and load it with `wrk`: start → /ready time, RSS, wrk parsing.
+"""Start the real service (or a peer) as a subprocess and wait for it; load it with `wrk`: wrk parsing, RSS, CPU.
 
-The server is started exactly as the README does (``uvicorn app.main:create_app --factory``), on loopback,
-with ``RECSYS_MODELS_DIR`` pointing at the store under test.
+`serve` is the one way bench/ and tests/ start a server: `serve_command` is the Dockerfile's CMD (the command
+`make serve` and docker-compose run too) on a free loopback port, with ``RECSYS_MODELS_DIR`` pointing at the
+store under test; `serve` waits for ``/ready``, raises with the server's log if it never gets there, and stops
+what it started. Peers (the anchors in bench/anchors, LitServe) pass a command of their own.
+
+Standard library only, and it imports neither tests/ nor training/, so tests may import it and the benchmarks
+need nothing from tests/.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,14 +33,67 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only
+# Seconds from start to /ready: ~1-2 s for the committed store, but the 2 cores are shared with other runs.
+START_TIMEOUT = 120.0
+LARGE_START_TIMEOUT = 600.0  # a 25M-sized store: loading, verifying and indexing it can take minutes
+STOP_TIMEOUT = 20.0  # after the stop signal, then SIGKILL; uvicorn's own graceful timeout is 10 s (SERVE_FLAGS)
+
+# The Makefile's SERVE_FLAGS and the Dockerfile's CMD, flag for flag (tests/test_serve_command.py checks it):
+# app.protocol bounds header size, request time and connections; see docs/service.md.
+SERVE_FLAGS = [
+    "--http", "app.protocol:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5", "--limit-concurrency", "256",
+    "--backlog", "512", "--no-access-log", "--timeout-graceful-shutdown", "10",
+]  # fmt: skip
 
 
 @dataclass
 class Server:
-    pid: int
-    url: str
-    ready_seconds: float  # process start -> first 200 from /ready
+    """A server we started and saw ready; `stop` (or leaving `serve`) ends it and everything it forked."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    ready_seconds: float  # process start -> first 200 from the ready path (and every worker up)
     rss_after_load_mb: float
+    stop_signal: signal.Signals = signal.SIGTERM
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: signal.Signals) -> None:
+        """`sig` to the server process itself (not its workers), as `docker stop` or a supervisor sends it."""
+        self.process.send_signal(sig)
+
+    def stop(self) -> int:
+        """`stop_signal` to the process group we created (the server and whatever it forked: uvicorn or
+        LitServe workers), SIGKILL after `STOP_TIMEOUT`; returns the server's exit status."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, self.stop_signal)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # workers may outlive the leader briefly
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return self.process.returncode
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.returncode
 
 
 @dataclass
@@ -65,83 +125,111 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def uvicorn_command(
-    port: int, workers: int = 1, app: str = "app.main:create_app", app_dir: Path | None = None
+def serve_command(
+    port: int, *, workers: int = 1, app: str = "app.main:create_app", app_dir: Path | None = None
 ) -> list[str]:
-    """uvicorn as `make serve` runs it (uvicorn's access log off); `app_dir` serves another checkout's app."""
-    uvicorn = Path(sys.executable).with_name("uvicorn")
-    cmd = [str(uvicorn), app, "--factory", "--host", HOST, "--port", str(port), "--no-access-log"]
-    if app_dir is not None:
-        cmd += ["--app-dir", str(app_dir)]
-    return cmd + (["--workers", str(workers)] if workers > 1 else [])
+    """The Dockerfile's CMD on loopback: ``uvicorn APP --factory --host 127.0.0.1 --port PORT --workers N`` and
+    `SERVE_FLAGS`. `app` serves another factory on the same server (the anchors), `app_dir` another checkout's
+    app package (the benchmark's "before")."""
+    # The console script next to this interpreter, as the image runs the one in /opt/venv/bin.
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    cmd = [uvicorn, app, "--factory", "--host", HOST, "--port", str(port), "--workers", str(workers), *SERVE_FLAGS]
+    return cmd + (["--app-dir", str(app_dir)] if app_dir is not None else [])
+
+
+def start(
+    store: Path | None,
+    *,
+    log_path: Path,
+    command: Callable[[int], list[str]] | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    ready_path: str = "/ready",
+    env: dict[str, str] | None = None,
+    timeout: float = START_TIMEOUT,
+    stop_signal: signal.Signals = signal.SIGTERM,
+) -> Server:
+    """Start `command(port)` (default `serve_command`) serving `store`, on `port` or a free one, appending its
+    output to `log_path`; return once `ready_path` answers 200 (and, with several `workers`, every worker has
+    logged its start-up: /ready answers as soon as one is up). If it exits or `timeout` passes first, stop it
+    and raise with the end of its log.
+
+    The environment is this process's without any ``RECSYS_`` variable (a setting in the caller's shell would
+    change what is measured or tested), then ``RECSYS_MODELS_DIR=store``, then `env`. The server runs in a
+    session of its own, so stopping it reaches whatever it forks and nothing else."""
+    port = free_port() if port is None else port
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    if store is not None:
+        environ["RECSYS_MODELS_DIR"] = str(store)
+    environ.update(env or {})
+    cmd = command(port) if command is not None else serve_command(port, workers=workers)
+    offset = log_path.stat().st_size if log_path.exists() else 0  # a restart appends to the same log
+    began = time.perf_counter()
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            cmd, cwd=REPO, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(process, port, log_path, 0.0, 0.0, stop_signal)
+    status: int | None = None  # the last answer to ready_path, for the error
+    try:
+        while True:
+            if status != 200:
+                status = _status(f"{server.url}{ready_path}")
+            if status == 200 and (workers <= 1 or _started_workers(log_path, offset) >= workers):
+                break
+            if process.poll() is not None:
+                raise RuntimeError(_failure(server, f"exited with status {process.returncode}", status, offset))
+            if time.perf_counter() - began > timeout:
+                raise RuntimeError(_failure(server, f"not ready after {timeout:.0f} s", status, offset))
+            time.sleep(0.05)
+    except BaseException:
+        server.stop()
+        raise
+    server.ready_seconds = time.perf_counter() - began
+    server.rss_after_load_mb = rss_mb(process.pid)
+    return server
 
 
 @contextmanager
-def serve(
-    store: Path,
-    *,
-    timeout: float = 600.0,
-    log_path: Path | None = None,
-    workers: int = 1,
-    command: Callable[[int], list[str]] | None = None,
-    ready_path: str = "/ready",
-    env: dict[str, str] | None = None,
-) -> Iterator[Server]:
-    """Start uvicorn on `store` (or `command(port)`), wait for `ready_path` (and, with several `workers`, for
-    every worker's start-up line in `log_path`: /ready answers as soon as one is up), yield, then stop what we
-    started: the process and its children, which run in a session of their own (LitServe forks workers)."""
-    port = free_port()
-    env = {**os.environ, "RECSYS_MODELS_DIR": str(store), **(env or {})}
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    start = time.perf_counter()
-    cmd = command(port) if command else uvicorn_command(port, workers)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{HOST}:{port}"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before /ready (log: {log_path})")
-            if time.perf_counter() - start > timeout:
-                raise RuntimeError(f"server not ready after {timeout} s (log: {log_path})")
-            try:
-                with urllib.request.urlopen(f"{url}{ready_path}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)
-        while workers > 1 and log_path and log_path.read_bytes().count(b"Application startup complete") < workers:
-            if time.perf_counter() - start > timeout:
-                raise RuntimeError(f"not all {workers} workers ready after {timeout} s (log: {log_path})")
-            time.sleep(0.05)
-        ready = time.perf_counter() - start
-        yield Server(pid=proc.pid, url=url, ready_seconds=ready, rss_after_load_mb=rss_mb(proc.pid))
-    finally:
-        _stop_group(proc)
-        if log_path:
-            log.close()  # type: ignore[union-attr]
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group we created (our server and whatever it forked), SIGKILL after 20 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # children (LitServe workers) may outlive the leader briefly
+def serve(store: Path | None, *, log_path: Path | None = None, **options: Any) -> Iterator[Server]:
+    """`start` a server with `options` (its log in a temporary file unless `log_path` is given), yield it, then
+    stop it."""
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="server-"))) / "server.log"
+        server = start(store, log_path=log_path, **options)
         try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+            yield server
+        finally:
+            server.stop()
+
+
+def _status(url: str) -> int | None:
+    """The HTTP status of a GET to `url`, or None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:  # not listening yet, or reset while starting
+        return None
+
+
+def _started_workers(log: Path, offset: int) -> int:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().count(b"Application startup complete")
+
+
+def _failure(server: Server, what: str, status: int | None, offset: int, lines: int = 60) -> str:
+    with server.log.open("rb") as f:
+        f.seek(offset)
+        tail = f.read().decode(errors="replace").splitlines()[-lines:]
+    shown = shlex.join(str(a) for a in server.process.args)  # type: ignore[union-attr]
+    return (
+        f"server {what} (last ready status: {status}); command: {shown}\n"
+        f"last {len(tail)} lines of {server.log}:\n" + "\n".join(tail)
+    )
 
 
 def cpu_seconds(pids: list[int]) -> float:

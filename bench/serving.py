@@ -34,7 +34,6 @@ from typing import Any
 from app.artifacts import MANIFEST_FILE
 from bench import inprocess_asgi, peers, profile
 from bench.server import (
-    HOST,
     REPO,
     Server,
     WrkResult,
@@ -45,12 +44,15 @@ from bench.server import (
     rss_mb,
     run_wrk,
     serve,
-    uvicorn_command,
+    serve_command,
 )
 from bench.training_speed import thread_env
 
 log = logging.getLogger(__name__)
 
+# The anchors run on the service's own server command (`serve_command`), only the app differs.
+FLOOR = "bench.anchors.bare:create_app"
+FRAMEWORK = "bench.anchors.minimal:create_app"
 LSTM_ITEMS = [209, 32, 189, 242, 302, 377, 51, 346, 474, 265]
 Call = tuple[str, dict[str, Any] | None]  # path (with query), JSON body for a POST
 
@@ -136,9 +138,9 @@ def _servers(
         # LitServe, whose HTTP process and inference worker are two busy processes as well.
         start("service2", None, "/ready", workers=2)
     if baseline_app is not None:
-        start("before", lambda port: uvicorn_command(port, app_dir=baseline_app), "/ready")
-    start("floor", lambda port: uvicorn_command(port, app="bench.anchors.bare:create_app"), "/health")
-    start("framework", lambda port: uvicorn_command(port, app="bench.anchors.minimal:create_app"), "/health")
+        start("before", lambda port: serve_command(port, app_dir=baseline_app), "/ready")
+    start("floor", lambda port: serve_command(port, app=FLOOR), "/health")
+    start("framework", lambda port: serve_command(port, app=FRAMEWORK), "/health")
     if peer_python is not None:
         start(
             "peer",
@@ -147,6 +149,13 @@ def _servers(
             env={"PYTHONPATH": str(REPO)},
         )
     return servers
+
+
+def _shown(command: list[str]) -> str:
+    """`command` as the report prints it: ``uvicorn`` for the venv's path, PORT for the port."""
+    words = [Path(command[0]).name, *command[1:]]
+    words[words.index("--port") + 1] = "PORT"
+    return " ".join(words)
 
 
 def _rotate(names: list[str], k: int) -> Iterator[str]:
@@ -222,11 +231,10 @@ def run(
         "servers": list(runs[plan[0].name]),
         "routes": [_summary(route.name, runs[route.name]) for route in plan],
         "profiles": profiles,
-        "server_command": "RECSYS_MODELS_DIR=STORE .venv/bin/uvicorn app.main:create_app --factory "
-        f"--host {HOST} --port PORT --no-access-log",
+        "server_command": f"RECSYS_MODELS_DIR=STORE {_shown(serve_command(0))}",
         "anchor_commands": {
-            "floor": "uvicorn bench.anchors.bare:create_app --factory --no-access-log",
-            "framework": "uvicorn bench.anchors.minimal:create_app --factory --no-access-log",
+            "floor": _shown(serve_command(0, app=FLOOR)),
+            "framework": _shown(serve_command(0, app=FRAMEWORK)),
             "peer": "PEERS_VENV/bin/python -m bench.anchors.litserve_app --port PORT (LitServe "
             f"{'/'.join(peers.PACKAGES[1][:1])}, CPU, one inference worker per endpoint)",
         },

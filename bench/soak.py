@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.soak                      # 180 s, 16 concurrent requests, every route
     .venv/bin/python -m bench.soak --duration 30 --json bench/out/soak.json
 
-Starts uvicorn exactly as docs/service.md documents it, on a free loopback port, serving ``models_store/`` if
-it holds a manifest, else a synthetic store (tests/conftest.py) written to a temporary directory. Then, for
+Starts the server as the Dockerfile runs it (`bench.server.serve`), on a free loopback port, serving ``--store``,
+else ``models_store/`` if it holds a manifest, else a store the real training CLI trains (one epoch) on a small
+synthetic data set (`bench.scale_data.generate`, 20,000 ratings) in a temporary directory. Then, for
 ``--duration`` seconds (and at most ``--max-requests``), ``--concurrency`` asyncio workers send a weighted mix
 over every route, including requests meant to be 404 (unknown user, unknown item) and, every
 ``--reload-every`` seconds, an authenticated ``POST /admin/reload``. The server's resident memory is sampled
@@ -20,16 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,10 +35,11 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"  # loopback only
+from bench.scale_data import generate
+from bench.server import REPO, rss_mb, serve
+
 RSS_EVERY = 5.0  # seconds between memory samples
-READY_TIMEOUT = 120.0
+SYNTHETIC_RATINGS = 20_000  # a store in ~20 s; the soak is about staying up, not about the model
 
 Request = tuple[str, str, dict[str, Any] | None, bool]  # method, url, JSON body, expected 404
 
@@ -220,20 +218,11 @@ def soak(args: argparse.Namespace) -> SoakResult:
         store = resolve_store(args.store, Path(tmp))
         catalog = read_catalog(store)
         key = secrets.token_hex(16)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-        env.update(RECSYS_MODELS_DIR=str(store), RECSYS_ADMIN_API_KEY=key)
         log_path = Path(tmp) / "server.log"
-        with log_path.open("wb") as log:
-            server = subprocess.Popen(uvicorn_command(port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://{HOST}:{port}"
-        try:
-            wait_ready(url, server)
+        with serve(store, log_path=log_path, env={"RECSYS_ADMIN_API_KEY": key}) as server:
             started = time.monotonic()
-            tally = asyncio.run(run_load(url, server.pid, catalog, args, key))
+            tally = asyncio.run(run_load(server.url, server.pid, catalog, args, key))
             elapsed = time.monotonic() - started
-        finally:
-            stop(server)
         server_log = log_path.read_text(errors="replace")
     everything = sorted(t for ts in tally.latencies.values() for t in ts)
     n = len(everything)
@@ -275,11 +264,15 @@ def resolve_store(given: Path | None, tmp: Path) -> Path:
     committed = REPO / "models_store"
     if (committed / "manifest.json").is_file():
         return committed
-    sys.path.insert(0, str(REPO))
-    from tests.conftest import write_synthetic_store  # only when needed: it imports training and pytest
+    return synthetic_store(tmp)
 
-    store = tmp / "synthetic-store"
-    write_synthetic_store(store)
+
+def synthetic_store(tmp: Path) -> Path:
+    """A store the real training CLI writes, one epoch on `SYNTHETIC_RATINGS` generated ratings, under `tmp`."""
+    data, store = tmp / "synthetic-data", tmp / "synthetic-store"
+    generate(data, SYNTHETIC_RATINGS)
+    cli = [sys.executable, "-m", "training", "--data", str(data), "--split", "full", "--eval-split", "none"]
+    subprocess.run([*cli, "--epochs", "1", "--out", str(store), "--no-download"], cwd=REPO, check=True)
     return store
 
 
@@ -295,57 +288,6 @@ def read_catalog(store: Path) -> Catalog:
         unknown_user=max(users) + 1,
         unknown_item=max(items) + 1,
     )
-
-
-def uvicorn_command(port: int) -> list[str]:
-    """The documented production command (docs/service.md), on loopback."""
-    uvicorn = Path(sys.executable).with_name("uvicorn")
-    return [
-        str(uvicorn), "app.main:create_app", "--factory", "--host", HOST, "--port", str(port),
-        "--no-access-log", "--timeout-graceful-shutdown", "10",
-    ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with status {server.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server was not ready within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.2)
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server we started (graceful), SIGKILL it if it does not exit."""
-    if server.poll() is not None:
-        return
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of `pid` from /proc (VmRSS), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def percentile(ordered: list[float], q: float) -> float:

@@ -8,7 +8,6 @@ rules, and the api stage's ENV defaults and CMD are run on the host, as they wou
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import posixpath
@@ -16,13 +15,9 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +25,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
+from bench.server import free_port, serve
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -251,29 +248,6 @@ def test_api_code_never_imports_training() -> None:
     assert not offenders
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _ready_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            status: int = response.status
-            return status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:  # not listening yet
-        return None
-
-
-def _tail(log: Path, lines: int = 40) -> str:
-    # A server that never gets ready logs one access line per poll; the end is what explains it.
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
 def test_api_image_command_serves_ready_on_the_host(stages: list[Stage], tmp_path: Path) -> None:
     api = stage_named(stages, API_TARGET)
     env_defaults = stage_env(stages, api)
@@ -285,55 +259,37 @@ def test_api_image_command_serves_ready_on_the_host(stages: list[Stage], tmp_pat
     assert env_defaults["WEB_CONCURRENCY"] == "1"
     assert posixpath.isabs(env_defaults["RECSYS_MODELS_DIR"])
 
-    # The image's defaults, with the container paths swapped for their host equivalents.
-    port = _free_port()
+    # The image's defaults, with the container paths swapped for their host equivalents. The CMD itself is what
+    # is started (through its shell), not bench.server's copy of it.
+    port = free_port()
     venv_bin = Path(sys.executable).parent
     env = {
-        **os.environ,
         **env_defaults,
         "RECSYS_MODELS_DIR": str(HOST_MODELS_DIR),
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        # Own session, so the cleanup below can reach any worker processes too.
-        server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}/ready"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        status = None
-        while time.monotonic() < deadline and server.poll() is None:
-            status = _ready_status(url)
-            if status == 200:
-                break
-            time.sleep(0.5)
-        log_text = _tail(log_path)
-        assert server.poll() is None, f"server exited with {server.returncode}:\n{log_text}"
-        assert status == 200, f"GET /ready gave {status} after {READY_TIMEOUT_S:.0f} s:\n{log_text}"
-
+    log = tmp_path / "server.log"
+    with serve(
+        HOST_MODELS_DIR, log_path=log, command=lambda _: argv, port=port, env=env, timeout=READY_TIMEOUT_S
+    ) as server:
         # The image's HEALTHCHECK, run the same way, must see the server as healthy.
         healthcheck = exec_form(api.last("HEALTHCHECK").split("CMD", 1)[1].strip())
         assert "/ready" in " ".join(healthcheck)
-        probe = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=15)
+        probe = subprocess.run(healthcheck, env={**os.environ, **env}, capture_output=True, text=True, timeout=15)
         assert probe.returncode == 0, f"HEALTHCHECK failed:\n{probe.stderr}"
 
         # `docker stop` sends SIGTERM to PID 1 only, so the `exec` in CMD must make uvicorn that process
         # rather than a shell that would swallow the signal; then uvicorn has to shut down gracefully.
         executable = Path(os.readlink(f"/proc/{server.pid}/exe")).name
         assert executable.startswith("python"), f"the process started is {executable}, not uvicorn"
-        server.send_signal(signal.SIGTERM)
-        returncode = server.wait(timeout=20)
-        log_text = _tail(log_path)
+        server.signal(signal.SIGTERM)
+        returncode = server.process.wait(timeout=20)
+        log_text = "\n".join(server.log_text().splitlines()[-40:])
         # uvicorn re-raises the signal after its shutdown, so a clean stop can also end as -SIGTERM.
         assert returncode in (0, -signal.SIGTERM), f"exit code {returncode} after SIGTERM:\n{log_text}"
         assert "Finished server process" in log_text, log_text
-    finally:
-        # The whole group: a failed run may leave the shell gone but uvicorn or its workers still running.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
 
 
 # --- 5. .dockerignore -------------------------------------------------------------------------------------

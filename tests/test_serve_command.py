@@ -1,4 +1,4 @@
-"""`make serve`, the Docker image and the tests' server run uvicorn with the same bounding flags."""
+"""`make serve`, the Docker image and the server the tests and benchmarks start run the same command."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-from tests.e2e.conftest import SERVE_FLAGS
+from bench.server import SERVE_FLAGS, serve_command
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = {"--http", "--timeout-keep-alive", "--limit-concurrency", "--backlog", "--no-access-log"}
@@ -21,12 +21,22 @@ def _makefile_flags() -> list[str]:
     return shlex.split(match.group(1))
 
 
-def _dockerfile_flags() -> list[str]:
+def _dockerfile_command() -> list[str]:
+    """The api image's CMD: ``sh -c "exec uvicorn ..."``, the words after ``exec``."""
     cmd = next(line for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith('CMD ["sh"'))
     words = shlex.split(json.loads(cmd.removeprefix("CMD "))[2])
-    return words[words.index("$WEB_CONCURRENCY") + 1 :]
+    assert words[0] == "exec"
+    return words[1:]
 
 
 def test_the_server_flags_are_the_same_everywhere() -> None:
-    assert _makefile_flags() == SERVE_FLAGS == _dockerfile_flags()
+    docker = _dockerfile_command()
+    assert _makefile_flags() == SERVE_FLAGS == docker[docker.index("$WEB_CONCURRENCY") + 1 :]
     assert set(SERVE_FLAGS) >= REQUIRED
+
+
+def test_bench_and_tests_start_the_images_command() -> None:
+    ours = serve_command(8123, workers=3)
+    assert Path(ours[0]).name == "uvicorn"
+    image = [{"$HOST": "127.0.0.1", "$PORT": "8123", "$WEB_CONCURRENCY": "3"}.get(w, w) for w in _dockerfile_command()]
+    assert ours[1:] == image[1:] and image[0] == "uvicorn"

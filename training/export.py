@@ -47,6 +47,7 @@ from app.artifacts import (
     LOCK_FILE,
     MANIFEST_FILE,
     MODEL_NAMES,
+    MODELS,
     MODULE_META_FILE,
     SCHEMA_VERSION,
     STORE_VERSION_PATTERN,
@@ -217,6 +218,8 @@ def export_store(
                 file=ref.file,
                 sha256=ref.sha256,
                 name=m.name,  # type: ignore[arg-type]
+                kind=MODELS[m.name].kind,  # type: ignore[index]
+                sequence_length=MODELS[m.name].sequence_length,  # type: ignore[index]
                 version=f"{m.name}-{ref.sha256[:12]}",
                 trained_at=now,
                 training_seconds=round(m.training_seconds, 3),

@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from app.artifacts import SEQUENCE_LENGTH
 from training.data import Interactions
 from training.evaluate import error_metrics, predict_pairs, predict_sequences, scale, user_tastes
 from training.fit import FitResult, LossFn, Optimizers, fit
 from training.networks import DenseNet, FeaturedMF, MatrixFactorization, SequenceLSTM
-
-SEQUENCE_LENGTH = 10
 
 
 @dataclass

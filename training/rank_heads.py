@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from app.artifacts import popularity_prior
 from training.baselines import item_popularity
 from training.data import Interactions
 from training.evaluate import user_tastes
 from training.fit import DivergedError
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
-from training.ranking import RankingTask, popularity_feature
+from training.ranking import RankingTask
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def choose_weight(
 
 def popularity_bias(history: Interactions, weight: float) -> Tensor:
     """``weight * log1p(count) / log1p(max count)`` per item ``[n_items + 1]``, counts from `history`."""
-    return torch.from_numpy(weight * popularity_feature(item_popularity(history))).to(torch.float32)
+    return torch.from_numpy(weight * popularity_prior(item_popularity(history))).to(torch.float32)
 
 
 # --- mf -------------------------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.artifacts import SEQUENCE_LENGTH, context_length, left_pad, popularity_prior
 from training.baselines import item_popularity
 from training.data import Interactions
-from training.models import SEQUENCE_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ def pair_mask(data: Interactions, users: np.ndarray) -> np.ndarray:
     keep = (row < len(users)) & (users[np.minimum(row, len(users) - 1)] == data.user_ids)
     mask[row[keep], data.item_ids[keep]] = True
     return mask
-
-
-def popularity_feature(counts: np.ndarray) -> np.ndarray:
-    """``log1p(count) / log1p(max count)`` in [0, 1], the prior the service blends in."""
-    top = np.log1p(counts.max()) if len(counts) and counts.max() > 0 else 1.0
-    return (np.log1p(counts) / top).astype(np.float64)
 
 
 def top_k(scores: np.ndarray, exclude: np.ndarray, k: int = K) -> np.ndarray:
@@ -122,7 +116,7 @@ class RankingTask:
     users: np.ndarray  # sorted user indices with at least one relevant held-out item
     exclude: np.ndarray  # [U, num_items + 1] items each user rated in `history`
     relevant: np.ndarray  # [U, num_items + 1] held-out items rated >= RELEVANT_STARS, not in `history`
-    popularity: np.ndarray  # [num_items + 1] popularity_feature of the history counts
+    popularity: np.ndarray  # [num_items + 1] popularity_prior (app.artifacts) of the history counts
 
     @classmethod
     def build(cls, history: Interactions, heldout: Interactions) -> RankingTask:
@@ -140,7 +134,7 @@ class RankingTask:
             users[keep],
             exclude[keep],
             relevant[keep],
-            popularity_feature(item_popularity(history)),
+            popularity_prior(item_popularity(history)),
         )
 
     def evaluate(self, stars: np.ndarray, weight: float, k: int = K) -> dict[str, float]:
@@ -162,15 +156,15 @@ class RankingTask:
 
 
 def latest_contexts(history: Interactions, users: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's `length` latest history ratings, oldest first, left-padded with item 0 and rating 0."""
+    """Each user's `length` latest history ratings, oldest first, left-padded with item 0 and rating 0 (the
+    contract's `left_pad`, as the service pads a session)."""
     indptr, order = history.user_histories()
-    end = indptr[users + 1]
-    idx = end[:, None] + np.arange(-length, 0)[None, :]
-    valid = idx >= indptr[users][:, None]
-    pos = order[np.where(valid, idx, 0)] if len(order) else np.zeros(idx.shape, dtype=np.int64)
-    items = np.where(valid, history.item_ids[pos] if len(order) else 0, 0)
-    ratings = np.where(valid, history.ratings[pos] if len(order) else 0.0, 0.0)
-    return items.astype(np.int64), ratings.astype(np.float32)
+    items = np.zeros((len(users), length), dtype=np.int64)
+    ratings = np.zeros((len(users), length), dtype=np.float32)
+    for row, user in enumerate(users.tolist()):
+        positions = order[indptr[user] : indptr[user + 1]]
+        items[row], ratings[row] = left_pad(history.item_ids[positions], history.ratings[positions], length)
+    return items, ratings
 
 
 def rank_scorer(network: nn.Module) -> Scorer:
@@ -189,13 +183,13 @@ def rank_scorer(network: nn.Module) -> Scorer:
 
 
 def rank_session_scorer(network: nn.Module) -> Scorer:
-    """The LSTM's ``rank_next`` after each user's latest ``SEQUENCE_LENGTH - 1`` history ratings, as
+    """The LSTM's ``rank_next`` after each user's latest history ratings (its context length), as
     `POST /recommend` ranks a session of them."""
 
     def score(history: Interactions, users: np.ndarray) -> np.ndarray:
         network.eval()
         out = np.empty((len(users), history.num_items + 1), dtype=np.float32)
-        items, ratings = latest_contexts(history, users, SEQUENCE_LENGTH - 1)
+        items, ratings = latest_contexts(history, users, context_length(SEQUENCE_LENGTH))
         it, rt = torch.from_numpy(items), torch.from_numpy(ratings)
         with torch.inference_mode():
             for row in range(len(users)):

@@ -2,8 +2,8 @@
 
 The pipeline and the quality report look a model's behaviour up here by name (`SPECS`) rather than testing
 names or network types, as RecBole's models declare a ``type`` and spotlight's estimators share ``fit`` and
-``predict``. A new model is one `ModelSpec` in `SPECS` (and its name in `app.artifacts.MODEL_NAMES`, the
-store contract).
+``predict``. A new model is one `ModelSpec` in `SPECS` (and one `ModelContract` in `app.artifacts.MODELS`,
+the store's contract, which fixes its kind and sequence length).
 
 Both fit steps take the ratings the exported network serves as each user's history (``history``, the whole
 training split in `training.pipeline.train_one`) as an explicit input, apart from the part they fit on.
@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from app.artifacts import SEQUENCE_LENGTH, ModelName
+from app.artifacts import MODELS as CONTRACTS
+from app.artifacts import SEQUENCE_LENGTH, ModelContract, ModelKind, ModelName
 from training.data import Interactions
 from training.evaluate import predict_pairs, predict_sequences
 from training.fit import FitResult
@@ -36,11 +36,6 @@ from training.models import (
 from training.rank_heads import RankConfig, RankResult, train_dense_head, train_lstm_head, train_mf_head
 from training.ranking import Scorer, rank_scorer, rank_session_scorer
 
-# "pair": predicts a rating for each (user, item) pair; "sequence": predicts along a user's time-ordered
-# history, so a held-out rating is predicted from the ratings before it, and it also serves anonymous sessions.
-Kind = Literal["pair", "sequence"]
-
-
 # The rating objective: ``fit(fit, val, config, generator, max_epochs, *, history) -> (network, FitResult)``
 # fits on `fit` and early-stops on `val`; the network serves `history` as each user's past.
 Fit = Callable[..., tuple[nn.Module, FitResult]]
@@ -53,8 +48,7 @@ Predict = Callable[[nn.Module, Interactions, Interactions], np.ndarray]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: ModelName  # as in the store's contract (app.artifacts.MODEL_NAMES) and on the command line
-    kind: Kind
+    name: ModelName  # as in the store's contract (app.artifacts.MODELS) and on the command line
     config: type[Config]  # the rating objective's hyperparameters; its defaults are the chosen ones
     rank_config: RankConfig  # the ranking head's, chosen on u1.base validation
     fit: Fit
@@ -64,6 +58,17 @@ class ModelSpec:
     scorer: Callable[[nn.Module], Scorer] = field(default=rank_scorer)
     # Ranks an anonymous session (what POST /recommend serves), for the models that take one.
     session_scorer: Callable[[nn.Module], Scorer] | None = None
+
+    @property
+    def contract(self) -> ModelContract:
+        """What the store's contract fixes for this model (kind, sequence length, ...)."""
+        return CONTRACTS[self.name]
+
+    @property
+    def kind(self) -> ModelKind:
+        """``pair`` (a rating per (user, item) pair) or ``sequence`` (along a user's time-ordered history: a
+        held-out rating from the ratings before it; it also serves anonymous sessions), as the contract says."""
+        return self.contract.kind
 
 
 def _history_unused(train: Callable[..., tuple[nn.Module, FitResult]]) -> Fit:
@@ -95,7 +100,6 @@ def _predict_sequences(network: nn.Module, history: Interactions, heldout: Inter
 
 MF = ModelSpec(
     name="mf",
-    kind="pair",
     config=MFConfig,
     rank_config=RankConfig(),
     fit=_history_unused(train_mf),
@@ -104,7 +108,6 @@ MF = ModelSpec(
 )
 DENSE = ModelSpec(
     name="dense",
-    kind="pair",
     config=DenseConfig,
     # u1 validation NDCG@10 (blended, before the popularity prior; 0.201 with it): 256 wide with 16 hidden 0.189,
     # 128 with 8 0.177 (at about 2/3 the time).
@@ -115,7 +118,6 @@ DENSE = ModelSpec(
 )
 LSTM = ModelSpec(
     name="lstm",
-    kind="sequence",
     config=LSTMConfig,
     # u1 validation NDCG@10 (blended): 1.0 0.198, 0.8 0.198 -- a tie, and prefixes are what sessions and a
     # temporal split look like, so 0.8 (with target_inputs; without it 0.5 scored 0.154, 0.85 0.166, 1.0 0.176).

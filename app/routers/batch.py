@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 
 from app.deps import registry_of
 from app.middleware import mark_served
+from app.ranking import Filters
 from app.schemas import ERROR_RESPONSES, BatchRecommendRequest, BatchRecommendResponse
 from app.services import batch as service
-from app.services.recommend import Filters
 from app.strict_json import StrictJsonRoute
 
 router = APIRouter(prefix="/recommend", tags=["recommend"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute)

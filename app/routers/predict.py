@@ -24,17 +24,24 @@ from app.strict_json import StrictJsonRoute
 router = APIRouter(prefix="/predict", tags=["predict"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute)
 
 
+SEQUENCE_MODEL = "lstm"  # the sequence model this route serves
+
+
 # Declared before /{model} so that "lstm" reaches the sequence handler.
-@router.post("/lstm")
+@router.post(f"/{SEQUENCE_MODEL}")
 async def predict_sequence(body: SequencePredictRequest, request: Request) -> SequencePredictResponse:
     """Predict the stars of each item in a sequence from the items and ratings before it (LSTM), or of a known
     user's items after their whole training history."""
     registry = registry_of(request)
     if body.user_id is not None and body.item_ids is not None:
-        result = service.predict_user_sequence(registry=registry, user_id=body.user_id, item_ids=body.item_ids)
+        result = service.predict_user_sequence(
+            registry=registry, model=SEQUENCE_MODEL, user_id=body.user_id, item_ids=body.item_ids
+        )
     else:
         assert body.items is not None  # the schema requires one of the two forms
-        result = service.predict_sequence(registry=registry, items=body.items, ratings=body.ratings or [])
+        result = service.predict_sequence(
+            registry=registry, model=SEQUENCE_MODEL, items=body.items, ratings=body.ratings or []
+        )
     mark_served(request, model=result.model, version=result.model_version)
     return result
 

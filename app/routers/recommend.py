@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from app.artifacts import MODEL_NAMES
 from app.deps import registry_of
 from app.middleware import mark_served
+from app.ranking import Filters
 from app.schemas import (
     BOOL_NOTE,
     CATALOG_BOUND,
@@ -33,7 +34,6 @@ from app.schemas import (
     SessionRecommendRequest,
     comma_list_pattern,
 )
-from app.services import foldin
 from app.services import recommend as service
 from app.strict_json import StrictJsonRoute
 
@@ -95,9 +95,7 @@ async def recommend_items(
     ] = None,
 ) -> RecommendResponse | Response:
     """Recommend the best items for a user, with optional filters, paging and explanations."""
-    filters = service.Filters(
-        k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"), diversity=diversity
-    )
+    filters = Filters(k=k, offset=offset, genres=_genres(genres), exclude=_ids(exclude, "exclude"), diversity=diversity)
     call = partial(
         service.recommend_for_user,
         registry=registry_of(request),
@@ -120,33 +118,22 @@ async def recommend_session(body: SessionRecommendRequest, request: Request) -> 
     regularised least squares against the model's frozen item factors, so a visitor who rated five films gets a
     personalised list from any model. Every model leaves the given items out.
     """
-    filters = service.Filters(
+    filters = Filters(
         k=body.k,
         offset=body.offset,
         genres=tuple(body.genres or ()),
         exclude=tuple(body.exclude or ()),
         diversity=body.diversity,
     )
-    call: Callable[[], RecommendResponse]
-    if body.model == "lstm":
-        call = partial(
-            service.recommend_for_session,
-            registry=registry_of(request),
-            items=body.items,
-            ratings=body.ratings or [],
-            filters=filters,
-            explain=body.explain,
-        )
-    else:
-        call = partial(
-            foldin.recommend_for_visitor,
-            registry=registry_of(request),
-            model=body.model,
-            items=body.items,
-            ratings=body.ratings or [],
-            filters=filters,
-            explain=body.explain,
-        )
+    call = partial(
+        service.recommend_for_visitor,
+        registry=registry_of(request),
+        model=body.model,
+        items=body.items,
+        ratings=body.ratings or [],
+        filters=filters,
+        explain=body.explain,
+    )
     return await _serve(request, call, k=body.k, explain=body.explain)
 
 

@@ -21,11 +21,12 @@ from typing import Literal
 import numpy as np
 import torch
 
+from app.diversity import mmr_order, pool_size
 from app.errors import UnknownUserError
-from app.registry import LoadedModel, ModelRegistry
+from app.handlers import ModelHandler
+from app.ranking import Filters, candidate_mask, recommended_items
+from app.registry import ModelRegistry
 from app.schemas import BatchRecommendResponse, BatchUserResult
-from app.services.diversity import mmr_order, pool_size
-from app.services.recommend import Filters, _items, candidate_mask
 
 Method = Literal["matrix", "loop"]
 
@@ -50,7 +51,7 @@ def user_indices(registry: ModelRegistry, user_ids: list[int]) -> np.ndarray:
 
 
 def score_users(
-    registry: ModelRegistry, loaded: LoadedModel, users: np.ndarray
+    registry: ModelRegistry, loaded: ModelHandler, users: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, Method]:
     """Ranking scores and predicted stars ``[len(users), n_items + 1]`` of known user indices."""
     view = registry.views[loaded.name]
@@ -58,18 +59,13 @@ def score_users(
         stars = view.stars(users).astype(np.float32)
         method: Method = "matrix"
     else:
-        with torch.inference_mode():
-            rows = [loaded.module.score_all(torch.tensor([u], dtype=torch.int64)) for u in users.tolist()]
-        stars = torch.stack(rows).numpy() if rows else np.zeros((0, registry.n_items + 1), dtype=np.float32)
+        stars = loaded.stars_users(users)
         method = "loop"
     if view.rank is not None:
         scores = (torch.from_numpy(view.rank.users[users]) @ torch.from_numpy(view.rank.items).T).numpy()
         return scores.astype(np.float32), stars, method
     # Dense ranks with an MLP head: its served `rank_all`, one user at a time.
-    with torch.inference_mode():
-        ranked = [loaded.module.rank_all(torch.tensor([u], dtype=torch.int64)) for u in users.tolist()]
-    scores = torch.stack(ranked).numpy() if ranked else np.zeros_like(stars)
-    return scores.astype(np.float32), stars, "loop"
+    return loaded.rank_users(users), stars, "loop"
 
 
 def seen_mask(registry: ModelRegistry, users: np.ndarray) -> np.ndarray:
@@ -87,7 +83,7 @@ def seen_mask(registry: ModelRegistry, users: np.ndarray) -> np.ndarray:
 
 
 def top_for_users(
-    registry: ModelRegistry, loaded: LoadedModel, users: np.ndarray, filters: Filters, *, exclude_seen: bool = True
+    registry: ModelRegistry, loaded: ModelHandler, users: np.ndarray, filters: Filters, *, exclude_seen: bool = True
 ) -> BatchTop:
     """The ranked page of every user in `users` (model indices) under one set of filters."""
     base = candidate_mask(registry, filters)
@@ -166,7 +162,9 @@ def recommend_batch(
             BatchUserResult(
                 user_id=user_id,
                 total=int(top.totals[row]),
-                items=_items(registry, top.items[row][keep], top.scores[row][keep], top.stars[row][keep], None),
+                items=recommended_items(
+                    registry, top.items[row][keep], top.scores[row][keep], top.stars[row][keep], None
+                ),
             )
         )
     return BatchRecommendResponse(

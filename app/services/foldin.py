@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.registry import LoadedModel, ModelRegistry
-from app.schemas import AnonymousPredictResponse, Prediction, RecommendResponse
-from app.services.predict import DECIMALS
-from app.services.recommend import LIKED_STARS, Filters, _items, candidate_mask, explain_items, ranked_page
+from app.handlers import ModelHandler
+from app.ranking import LIKED_STARS, Filters, candidate_mask, explain_items, ranked_page, recommended_items
+from app.registry import ModelRegistry
+from app.schemas import AnonymousPredictResponse, RecommendResponse
+from app.services.predict import predictions
 
 
 def _folded(
-    registry: ModelRegistry, loaded: LoadedModel, index: np.ndarray, ratings: list[float]
+    registry: ModelRegistry, loaded: ModelHandler, index: np.ndarray, ratings: list[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranking scores and predicted stars ``[n_items + 1]`` of a visitor who rated the leading
     ``len(ratings)`` of `index`: the model's ranking vectors where it exports them (mf); dense's ranking head
@@ -50,7 +51,7 @@ def recommend_for_visitor(
     mask[index] = False
     page, total = ranked_page(scores, mask, loaded.unit_embeddings, filters)
     liked = index[: len(ratings)][np.asarray(ratings) >= LIKED_STARS]
-    because = explain_items(loaded, page, liked) if explain else None
+    because = explain_items(loaded.unit_embeddings, page, liked) if explain else None
     return RecommendResponse(
         user_id=None,
         model=loaded.name,
@@ -58,7 +59,7 @@ def recommend_for_visitor(
         strategy="fold-in",
         total=total,
         offset=filters.offset,
-        items=_items(registry, page, scores[page], stars[page], because),
+        items=recommended_items(registry, page, scores[page], stars[page], because),
     )
 
 
@@ -71,10 +72,9 @@ def predict_for_visitor(
     index = registry.item_indices(items)
     targets = registry.item_indices(item_ids)
     stars = _folded(registry, loaded, index, ratings)[1][targets]
-    rounded = np.round(stars.astype(np.float64), DECIMALS).tolist()
     return AnonymousPredictResponse(
         model=loaded.name,
         model_version=loaded.version,
         folded_in=len(ratings),
-        predictions=[Prediction(item_id=i, rating=r) for i, r in zip(item_ids, rounded, strict=True)],
+        predictions=predictions(item_ids, stars),
     )

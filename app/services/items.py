@@ -3,13 +3,10 @@ index of unit embeddings when the catalog is large enough for approximate retrie
 
 from __future__ import annotations
 
-import numpy as np
-
+from app.ranking import check_k, rounded, top_page
 from app.registry import ModelRegistry
 from app.retrieval import ranked_page
 from app.schemas import ItemResponse, SimilarItem, SimilarResponse
-from app.services.predict import DECIMALS
-from app.services.recommend import check_k, top_page
 
 
 def get_item(*, registry: ModelRegistry, item_id: int) -> ItemResponse:
@@ -48,9 +45,8 @@ def similar_items(*, registry: ModelRegistry, item_id: int, model: str, k: int) 
         similarity = unit @ unit[index]  # one matrix-vector product over the catalog
         page, _ = top_page(similarity, mask, k=k, offset=0)
         scores = similarity[page]
-    rounded = np.round(scores.astype(np.float64), DECIMALS).tolist()
     items = []
-    for index_, sim in zip(page.tolist(), rounded, strict=True):
+    for index_, sim in zip(page.tolist(), rounded(scores), strict=True):
         item = registry.item(index_)
         items.append(
             SimilarItem(item_id=item.item_id, title=item.title, year=item.year, genres=item.genres, similarity=sim)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import anyio.to_thread
 
 from app import store
-from app.registry import LoadedModel, ModelRegistry
+from app.handlers import ModelHandler
+from app.registry import ModelRegistry
 from app.schemas import ModelInfo, ModelsResponse, StoreVersionInfo
 
 
@@ -43,6 +44,6 @@ def _on_disk(registry: ModelRegistry) -> tuple[list[store.StoreVersion], str | N
     return store.list_versions(registry.directory), store.live_version_id(registry.directory)
 
 
-def _info(loaded: LoadedModel) -> ModelInfo:
-    # ModelInfo is the manifest entry plus how the model scores.
-    return ModelInfo(kind=loaded.kind, **loaded.entry.model_dump())
+def _info(loaded: ModelHandler) -> ModelInfo:
+    # ModelInfo derives from the manifest entry: every field of it, the kind included.
+    return ModelInfo(**loaded.entry.model_dump())

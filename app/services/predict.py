@@ -1,82 +1,59 @@
 """Rating prediction: (user, items) for the pair models, an item sequence for the LSTM.
 
-Each request is one batched call: raw ids -> index tensors -> ``module.predict`` under inference mode ->
-``.tolist()`` -> raw ids back.
+Raw ids -> model indices (the registry), one batched call through the model's handler (`app.handlers`), and
+raw ids back; the handler decides how its kind predicts a known user's items.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from app.artifacts import SEQUENCE_LENGTH
+from app.ranking import rounded
 from app.registry import ModelRegistry
 from app.schemas import Prediction, PredictResponse, SequencePredictResponse
 
-DECIMALS = 4  # stars to 1e-4: far below model error, and short JSON
-
 
 def predict_ratings(*, registry: ModelRegistry, model: str, user_id: int, item_ids: list[int]) -> PredictResponse:
-    """Predicted stars of `user_id` for each of `item_ids`, in order."""
+    """Predicted stars of `user_id` for each of `item_ids`, in order, by the pair model `model`."""
     loaded = registry.model(model, kind="pair")
-    user = registry.user_index(user_id)
-    items = registry.item_indices(item_ids)
-    with torch.inference_mode():
-        stars = loaded.module.predict(torch.full((len(items),), user), torch.from_numpy(items))
+    stars = loaded.predict_pairs(registry.user_index(user_id), registry.item_indices(item_ids))
     return PredictResponse(
         model=loaded.name,
         model_version=loaded.version,
         user_id=user_id,
-        predictions=_predictions(item_ids, stars),
+        predictions=predictions(item_ids, stars),
     )
 
 
-def predict_sequence(*, registry: ModelRegistry, items: list[int], ratings: list[float]) -> SequencePredictResponse:
-    """Predicted stars of each item of a sequence (oldest first) from the items and ratings before it.
+def predict_sequence(
+    *, registry: ModelRegistry, model: str, items: list[int], ratings: list[float]
+) -> SequencePredictResponse:
+    """Predicted stars of each item of a sequence (oldest first) from the items and ratings before it, by the
+    sequence model `model`.
 
-    The sequence is left-padded to SEQUENCE_LENGTH with item 0 and rating 0, as the LSTM was trained; unknown
-    ratings (items after the rated prefix) are 0 too.
+    The sequence is left-padded to the model's sequence length with item 0 and rating 0, as it was trained;
+    unknown ratings (items after the rated prefix) are 0 too.
     """
-    loaded = registry.model("lstm", kind="sequence")
+    loaded = registry.sequence_model(model)
     registry.check_ratings(ratings)
-    index = registry.item_indices(items)
-    padded_items, padded_ratings = left_pad(index, np.asarray(ratings, dtype=np.float32), SEQUENCE_LENGTH)
-    with torch.inference_mode():
-        stars = loaded.module.predict(torch.from_numpy(padded_items[None]), torch.from_numpy(padded_ratings[None]))[
-            0, SEQUENCE_LENGTH - len(items) :
-        ]
+    stars = loaded.predict_sequence(registry.item_indices(items), np.asarray(ratings, dtype=np.float32))
     return SequencePredictResponse(
-        model=loaded.name, model_version=loaded.version, predictions=_predictions(items, stars)
+        model=loaded.name, model_version=loaded.version, predictions=predictions(items, stars)
     )
 
 
-def predict_user_sequence(*, registry: ModelRegistry, user_id: int, item_ids: list[int]) -> SequencePredictResponse:
-    """Predicted stars of `user_id` for each of `item_ids` by the LSTM, after the user's whole training history
-    (the state `/recommend/{user}?model=lstm` ranks from)."""
-    loaded = registry.model("lstm", kind="sequence")
-    user = registry.user_index(user_id)
-    items = registry.item_indices(item_ids)
-    with torch.inference_mode():
-        stars = loaded.module.score_all(torch.tensor([user], dtype=torch.int64))[torch.from_numpy(items)]
+def predict_user_sequence(
+    *, registry: ModelRegistry, model: str, user_id: int, item_ids: list[int]
+) -> SequencePredictResponse:
+    """Predicted stars of `user_id` for each of `item_ids` by the sequence model `model`, after the user's
+    whole training history (the state `/recommend/{user}?model=lstm` ranks from)."""
+    loaded = registry.sequence_model(model)
+    stars = loaded.predict_pairs(registry.user_index(user_id), registry.item_indices(item_ids))
     return SequencePredictResponse(
-        model=loaded.name, model_version=loaded.version, user_id=user_id, predictions=_predictions(item_ids, stars)
+        model=loaded.name, model_version=loaded.version, user_id=user_id, predictions=predictions(item_ids, stars)
     )
 
 
-def left_pad(items: np.ndarray, ratings: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """The last `length` items and their ratings, left-padded with 0; ``ratings`` may be shorter than
-    ``items`` (the known ratings of the leading items): the rest are 0, unknown."""
-    padded_items = np.zeros(length, dtype=np.int64)
-    padded_ratings = np.zeros(length, dtype=np.float32)
-    full = np.zeros(len(items), dtype=np.float32)
-    full[: len(ratings)] = ratings
-    n = min(len(items), length)
-    if n:
-        padded_items[length - n :] = items[len(items) - n :]
-        padded_ratings[length - n :] = full[len(items) - n :]
-    return padded_items, padded_ratings
-
-
-def _predictions(item_ids: list[int], stars: torch.Tensor) -> list[Prediction]:
-    ratings = stars.to(torch.float64).round(decimals=DECIMALS).tolist()
-    return [Prediction(item_id=i, rating=r) for i, r in zip(item_ids, ratings, strict=True)]
+def predictions(item_ids: list[int], stars: np.ndarray) -> list[Prediction]:
+    """One `Prediction` per raw item id, in order."""
+    return [Prediction(item_id=i, rating=r) for i, r in zip(item_ids, rounded(stars), strict=True)]

@@ -15,56 +15,31 @@ import argparse
 import base64
 import contextlib
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
+from bench import server
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 860
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(store: Path, log: Path) -> Iterator[str]:
-    """A uvicorn subprocess serving `store` on a free loopback port; yields its base URL once /ready."""
-    port = free_port()
-    env = {**os.environ, "RECSYS_MODELS_DIR": str(store), "RECSYS_ACCESS_LOG": "false"}
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1"]
-    with log.open("wb") as out:
-        process = subprocess.Popen([*argv, "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not become ready:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    """The server (`bench.server.serve`) on `store`, its output in `log`; yields its base URL once /ready."""
+    with server.serve(store, log_path=log) as running:
+        yield running.url
 
 
 class Page:

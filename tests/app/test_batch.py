@@ -3,8 +3,8 @@ batched model call where the model has a batched form (issue 18)."""
 
 from __future__ import annotations
 
+import copy
 import csv
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from app import batch as command
+from app.ranking import Filters
 from app.registry import ModelRegistry
 from app.services.batch import top_for_users, top_rows
-from app.services.recommend import Filters
 from tests.conftest import N_ITEMS, N_USERS, USER_IDS, SyntheticStore
 
 MODELS = ["mf", "dense", "lstm"]
@@ -66,7 +66,8 @@ class _NoPerUserCalls:
 def test_linear_models_score_a_batch_without_calling_the_module_per_user(registry: ModelRegistry, model: str) -> None:
     loaded = registry.models[model]
     expected = top_for_users(registry, loaded, np.arange(1, N_USERS + 1), Filters(k=5))
-    silent = dataclasses.replace(loaded, module=_NoPerUserCalls())  # type: ignore[arg-type]
+    silent = copy.copy(loaded)  # the same handler, its module replaced by one that fails on a per-user call
+    silent.module = _NoPerUserCalls()  # type: ignore[assignment]
     top = top_for_users(registry, silent, np.arange(1, N_USERS + 1), Filters(k=5))
     assert top.method == "matrix"
     np.testing.assert_array_equal(top.items, expected.items)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.services.diversity import intra_list_diversity, mmr_order
+from app.diversity import intra_list_diversity, mmr_order
 from tests.conftest import N_ITEMS, SyntheticStore
 
 USER = 108

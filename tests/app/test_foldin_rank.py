@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.artifacts import ModelEntry
 from app.foldin import build_view
+from app.handlers import PairHandler
 from app.services.batch import score_users
 
 N_USERS, N_ITEMS, DIM = 30, 40, 3
@@ -53,9 +55,10 @@ def _view() -> tuple[torch.jit.ScriptModule, object]:
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
         module = torch.jit.script(RankingMF().eval())
     empty = np.zeros(0, dtype=np.int64)
+    # The view reads the module through its serving handler; an entry naming the model is all it needs here.
+    entry = ModelEntry.model_construct(name="mf", kind="pair", sequence_length=None, version="mf-test")
     view = build_view(
-        module,
-        "mf",
+        PairHandler(entry, module, np.zeros((N_ITEMS + 1, DIM), dtype=np.float32)),
         n_users=N_USERS,
         indptr=np.zeros(N_USERS + 2, dtype=np.int64),
         history_items=empty,

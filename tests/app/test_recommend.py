@@ -10,8 +10,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.registry import CONTEXT_LENGTH
+from app.artifacts import SEQUENCE_LENGTH, context_length
 from tests.conftest import ITEM_IDS, N_ITEMS, SyntheticStore
+
+CONTEXT_LENGTH = context_length(SEQUENCE_LENGTH)  # the LSTM's context in a session
 
 MODELS = ["mf", "dense", "lstm"]
 # A user with more training ratings than the LSTM's context, so "the latest 9" is a real choice.

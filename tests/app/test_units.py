@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.artifacts import left_pad
 from app.metrics import ServiceMetrics
+from app.ranking import top_page
 from app.registry import IdIndex, RegistryHolder
-from app.services.predict import left_pad
-from app.services.recommend import top_page
 
 
 def test_id_index_maps_raw_ids_of_an_unsorted_catalog() -> None:

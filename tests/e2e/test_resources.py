@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bench.server import HOST, Server, serve
 from tests.conftest import SyntheticStore
-from tests.e2e.conftest import HOST, Server, connect, read_response, request_head, running_server
+from tests.e2e.conftest import connect, read_response, request_head
 
 TIMEOUT = 2.0  # RECSYS_REQUEST_TIMEOUT for these servers
 LIMIT = 256  # --limit-concurrency in SERVE_FLAGS
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.xdist_group("e2e-resources")
 @pytest.fixture(scope="module")
 def server(synthetic_store: SyntheticStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("resources") / "server.log"
-    with running_server(synthetic_store.path, log, RECSYS_REQUEST_TIMEOUT=str(TIMEOUT)) as running:
+    with serve(synthetic_store.path, log_path=log, env={"RECSYS_REQUEST_TIMEOUT": str(TIMEOUT)}) as running:
         yield running
 
 

@@ -1,4 +1,5 @@
-"""The service as a real uvicorn process: chunked bodies, JSON logs, SIGHUP reload, graceful SIGTERM."""
+"""The service as a real uvicorn process (the Dockerfile's command): chunked bodies, JSON logs, SIGHUP reload,
+graceful SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 import httpx
 
 from app.artifacts import MANIFEST_FILE
+from bench.server import Server, serve
 from tests.conftest import SyntheticStore
-from tests.e2e.conftest import Server, connect, read_response, request_head, running_server
+from tests.e2e.conftest import connect, read_response, request_head
 
 KEY = "e2e-admin-key-0123456789abcdef"
 # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the exit status says why it ended:
@@ -80,7 +82,7 @@ def test_a_real_server_limits_chunked_bodies_logs_json_and_reloads_on_sighup(
         "RECSYS_MAX_BODY_BYTES": "4096",
         "RECSYS_ACCESS_LOG": "true",  # off by default; this test reads the access line
     }
-    with running_server(live, tmp_path / "server.log", **env) as server:
+    with serve(live, log_path=tmp_path / "server.log", env=env) as server:
         before = _versions(server)
 
         # A chunked body within the limit is served; past it, 413 as soon as the limit is crossed.
@@ -141,7 +143,7 @@ def test_a_real_server_limits_chunked_bodies_logs_json_and_reloads_on_sighup(
 
 
 def test_sigterm_lets_in_flight_requests_finish(synthetic_store: SyntheticStore, tmp_path: Path) -> None:
-    with running_server(synthetic_store.path, tmp_path / "server.log") as server:
+    with serve(synthetic_store.path, log_path=tmp_path / "server.log") as server:
         # Background load: keep-alive clients sending requests until told to stop (bounded in count).
         stop = threading.Event()
         statuses: list[int] = []

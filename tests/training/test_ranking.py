@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.artifacts import popularity_prior
 from tests.training.conftest import synthetic_interactions, write_ml100k
 from training.data import Interactions, load_movielens
 from training.fit import DivergedError
@@ -20,7 +21,6 @@ from training.ranking import (
     latest_contexts,
     pair_mask,
     per_user_metrics,
-    popularity_feature,
     rank_scorer,
     rank_session_scorer,
     top_k,
@@ -136,7 +136,7 @@ def test_pair_mask_marks_only_the_requested_users() -> None:
 
 def test_popularity_baseline_and_blend_follow_log_counts() -> None:
     counts = np.array([0, 1, 9, 99])
-    assert popularity_feature(counts) == pytest.approx([0.0, np.log(2) / np.log(100), 0.5, 1.0])
+    assert popularity_prior(counts) == pytest.approx([0.0, np.log(2) / np.log(100), 0.5, 1.0])
     # Item 3 is most rated; with a large enough weight it overtakes the item the model prefers.
     train = interactions([(u, 3, 3.0) for u in range(2, 6)] + [(u, 2, 3.0) for u in range(2, 4)], 6, 4)
     test = interactions([(1, 3, 5.0)], 6, 4, t0=100)

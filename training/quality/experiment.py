@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.artifacts import SEQUENCE_LENGTH
+from app.artifacts import SEQUENCE_LENGTH, context_length
 from training.baselines import BiasBaseline, GlobalMean
 from training.data import Interactions
 from training.evaluate import error_metrics
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
 TEMPORAL_LAST = 10  # ratings per user held out at the end of their history
-SESSION_LENGTH = SEQUENCE_LENGTH - 1  # POST /recommend's context: a test user's latest 9 training ratings
+SESSION_LENGTH = context_length(SEQUENCE_LENGTH)  # POST /recommend's context: a test user's latest 9 ratings
 
 
 @dataclass

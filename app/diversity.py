@@ -9,7 +9,7 @@ cosine of the model's item embeddings (the same unit vectors `/items/{id}/simila
 ranking (and takes the plain path); λ = 1 ignores the score after the first item. Only a pool of the best
 candidates is re-ranked (`pool_size`), so the cost is ``pool x page`` dot products whatever the catalog size,
 and paging stays consistent: the greedy order is deterministic, computed for ``offset + k`` items and sliced
-(`app.services.recommend.ranked_page` does that).
+(`app.ranking.ranked_page` does that).
 """
 
 from __future__ import annotations
