@@ -70,7 +70,7 @@ def training_section(t: dict[str, Any], cmd: str) -> list[str]:
     elif cli:
         wall = cli["reported_seconds"] or cli["process_seconds"]
         lines += [
-            f"Whole pipeline: `{cli['command']}` took **{wall:.1f} s** by its own table "
+            f"Whole pipeline: `{cli['command']}` took **{wall:.1f} s** by its own summary "
             f"({cli['process_seconds']:.1f} s process wall time including interpreter start); "
             f"target < {TRAINING_WALL_TARGET_S:.0f} s — {_ok(wall < TRAINING_WALL_TARGET_S)}.",
             "",

@@ -8,13 +8,12 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
+from app.artifacts import Catalog, DatasetInfo, Item
 from bench.server import LARGE_START_TIMEOUT, get_json, run_wrk, serve
 from bench.training_speed import mf_loop_rate
 from training.data import Interactions
@@ -39,23 +38,23 @@ def synthetic_interactions(n_ratings: int, seed: int = 0) -> Interactions:
     )
 
 
-def synthetic_movielens(ratings: Interactions) -> SimpleNamespace:
-    """What `training.export.catalog` reads from a `MovieLens`."""
-    items = pd.DataFrame(
-        {
-            "item_id": np.arange(1, N_ITEMS + 1),
-            "title": [f"Synthetic film {i}" for i in range(1, N_ITEMS + 1)],
-            "year": pd.array(np.full(N_ITEMS, 2000), dtype="Int64"),
-            "genres": [["Drama"]] * N_ITEMS,
-        }
-    )
-    return SimpleNamespace(
-        items=items,
-        user_raw_ids=np.arange(1, N_USERS + 1),
-        item_raw_ids=np.arange(1, N_ITEMS + 1),
-        genres=["Drama"],
+def synthetic_catalog() -> Catalog:
+    """A catalog of N_ITEMS synthetic films (one genre each) for N_USERS users, raw ids = indices."""
+    items = [Item(item_id=i, title=f"Synthetic film {i}", year=2000, genres=["Drama"]) for i in range(1, N_ITEMS + 1)]
+    return Catalog(user_ids=list(range(1, N_USERS + 1)), items=items, genres=["Drama"])
+
+
+def synthetic_dataset(ratings: Interactions) -> DatasetInfo:
+    """How the manifest records the synthetic ratings."""
+    return DatasetInfo(
+        name="synthetic",
+        split="synthetic",
         sha256=hashlib.sha256(b"synthetic-ml-25m").hexdigest(),
-        ratings=ratings,
+        n_users=ratings.num_users,
+        n_items=ratings.num_items,
+        n_ratings=len(ratings),
+        rating_min=ratings.rating_min,
+        rating_max=ratings.rating_max,
     )
 
 
@@ -79,7 +78,7 @@ def build_store(out: Path, n_ratings: int) -> dict[str, float]:
         for n, net in networks.items()
     ]
     t = time.perf_counter()
-    export_store(out, models, data=synthetic_movielens(train), train=train, split="synthetic")  # type: ignore[arg-type]
+    export_store(out, models, catalog=synthetic_catalog(), dataset=synthetic_dataset(train), train=train)
     times["export_s"] = time.perf_counter() - t
     times["store_mb"] = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     return times

@@ -3,10 +3,11 @@ and the wall time of the whole `python -m training` CLI."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,34 +134,43 @@ def thread_env() -> dict[str, str]:
 
 
 def training_cli(data: Path, timeout: float) -> dict[str, Any]:
-    """Wall time of `python -m training --data DIR --split u1 --no-export`, measured outside and parsed."""
-    cmd = [sys.executable, "-m", "training", "--data", str(data), "--split", "u1", "--no-export"]
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd, cwd=REPO, capture_output=True, text=True, check=True, timeout=timeout, env=thread_env()
-        )
-    except subprocess.TimeoutExpired:
-        return {
-            "command": "python -m training --data DIR --split u1 --no-export",
-            "timed_out_after_s": timeout,
-            "reported_seconds": None,
-            "process_seconds": time.perf_counter() - start,
-            "models": {},
-            "table": f"(stopped by the benchmark after {timeout:.0f} s)",
-        }
-    outside = time.perf_counter() - start
-    m = re.search(r"total wall time ([\d.]+) s", proc.stdout)
-    rows = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if parts and parts[0] in {"mf", "dense", "lstm"} and len(parts) >= 7:
-            rows[parts[0]] = {"rmse": parts[1], "epochs": parts[5], "seconds": parts[6]}
+    """Wall time of `python -m training --data DIR --split u1 --no-export`, measured outside, and the numbers
+    of its final table, read from the JSON file its ``--summary`` writes."""
+    command = "python -m training --data DIR --split u1 --no-export"
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        path = Path(tmp) / "summary.json"
+        cmd = [sys.executable, "-m", "training", "--data", str(data), "--split", "u1", "--no-export"]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                [*cmd, "--summary", str(path)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=timeout,
+                env=thread_env(),
+            )
+        except subprocess.TimeoutExpired:
+            return {
+                "command": command,
+                "timed_out_after_s": timeout,
+                "reported_seconds": None,
+                "process_seconds": time.perf_counter() - start,
+                "models": {},
+                "table": f"(stopped by the benchmark after {timeout:.0f} s)",
+            }
+        outside = time.perf_counter() - start
+        summary = json.loads(path.read_text())
+    models = {
+        name: {"rmse": m["metrics"]["rmse"] if m["metrics"] else None, "epochs": m["epochs"], "seconds": m["seconds"]}
+        for name, m in summary["models"].items()
+    }
     return {
-        "command": "python -m training --data DIR --split u1 --no-export",
-        "reported_seconds": float(m.group(1)) if m else None,
+        "command": command,
+        "reported_seconds": summary["total_seconds"],
         "process_seconds": outside,
-        "models": rows,
+        "models": models,
         "table": proc.stdout.strip(),
     }
 

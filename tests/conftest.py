@@ -19,7 +19,7 @@ from torch import nn
 from app.artifacts import Metrics
 from training.data import Interactions, MovieLens
 from training.evaluate import user_tastes
-from training.export import TrainedModel, export_store
+from training.export import TrainedModel, catalog, dataset_info, export_store
 from training.models import SEQUENCE_LENGTH
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 from training.rank_heads import lstm_queries
@@ -154,7 +154,7 @@ def write_synthetic_store(out: Path) -> SyntheticStore:
     ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-        export_store(out, models, data=data, train=train, split="synthetic")
+        export_store(out, models, catalog=catalog(data), dataset=dataset_info(data, train, "synthetic"), train=train)
     return SyntheticStore(path=out, data=data, train=train, networks=networks)
 
 

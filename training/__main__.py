@@ -2,16 +2,19 @@
 them to a model store.
 
 ``torchrun --nproc_per_node=N -m training ...`` trains data-parallel on N processes (`training.distributed`);
-rank 0 prints the table and exports.
+rank 0 prints the table and exports. ``--summary PATH`` also writes the table's numbers as JSON (`summary`), for
+scripts such as ``bench/training_speed.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,11 +23,11 @@ from training import distributed
 from training.data import SPLITS, DataError, MovieLens, check_split_name, load_dataset
 from training.datasource import DATA_ENV, DataSourceError, resolve_data_dir
 from training.export import ExportError
+from training.fit import DivergedError
 from training.loaders import Columns
-from training.pipeline import MODELS, Outcome, run
-
-# The tutorial's test RMSE on the [0,1] scale, printed beside ours for comparison.
-TUTORIAL_RMSE_SCALED = {"mf": 0.66, "dense": 0.28, "lstm": 0.43}
+from training.pipeline import Outcome, run
+from training.specs import MODELS
+from training.targets import TUTORIAL_RMSE_SCALED
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of mf,dense,lstm")
     p.add_argument("--out", type=Path, default=Path("models_store"), help="model store directory to write")
     p.add_argument("--no-export", action="store_true", help="train and evaluate only")
+    p.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="also write the final table's numbers to this JSON file (per model: metrics, epochs, seconds)",
+    )
     p.add_argument(
         "--keep-versions",
         type=int,
@@ -155,6 +164,26 @@ def table(outcomes: list[Outcome], seconds: float) -> str:
     return "\n".join(rows)
 
 
+def summary(outcomes: list[Outcome], seconds: float, *, split: str, exported_to: Path | None) -> dict[str, Any]:
+    """The final table as data: what `--summary` writes (numbers unrounded; `metrics` is the manifest's)."""
+    return {
+        "split": split,
+        "store": None if exported_to is None else str(exported_to),
+        "total_seconds": seconds,
+        "models": {
+            o.model.name: {
+                "epochs": o.fit.epochs,
+                "best_epoch": o.fit.best_epoch,
+                "seconds": o.fit.seconds,
+                "rank_weight": o.model.rank_weight,
+                "tutorial_rmse_scaled": TUTORIAL_RMSE_SCALED[o.model.name],
+                "metrics": None if o.test is None else o.test.model_dump(mode="json"),
+            }
+            for o in outcomes
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     distributed.init_from_env()
@@ -191,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             split_seed=args.split_seed,
             keep_versions=args.keep_versions,
         )
-    except (DataSourceError, DataError, ExportError) as e:
+    except (DataSourceError, DataError, ExportError, DivergedError) as e:
         distributed.shutdown(together=False)
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -200,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         raise
     distributed.shutdown(together=True)
     if primary:
-        print(table(outcomes, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        if args.summary is not None:
+            exported_to = None if args.no_export else args.out
+            content = summary(outcomes, seconds, split=args.split, exported_to=exported_to)
+            args.summary.parent.mkdir(parents=True, exist_ok=True)
+            args.summary.write_text(json.dumps(content, indent=2) + "\n")
+        print(table(outcomes, seconds))
     return 0
 
 

@@ -148,13 +148,28 @@ def histories(train: Interactions) -> dict[str, np.ndarray]:
     }
 
 
+def dataset_info(data: MovieLens, train: Interactions, split: str) -> DatasetInfo:
+    """What the manifest records of the training data: `data`'s layout and checksum, `train`'s sizes and scale,
+    and the name of its `split`."""
+    return DatasetInfo(
+        name=data.name,
+        split=split,
+        sha256=data.sha256,
+        n_users=train.num_users,
+        n_items=train.num_items,
+        n_ratings=len(train),
+        rating_min=train.rating_min,
+        rating_max=train.rating_max,
+    )
+
+
 def export_store(
     out: Path,
     models: list[TrainedModel],
     *,
-    data: MovieLens,
+    catalog: Catalog,
+    dataset: DatasetInfo,
     train: Interactions,
-    split: str,
     keep: int = DEFAULT_KEEP_VERSIONS,
 ) -> Manifest:
     """Write every model, the catalog and the training histories into `out` as a new store version, make it
@@ -164,9 +179,10 @@ def export_store(
     ----------
     out : the model store directory (created if missing; an existing store gets a new version).
     models : fitted networks with their metrics; the store's other models are carried over.
-    data : the data set, for the catalog and its checksum.
-    train : the interactions the models were trained on (the served users' histories).
-    split : name of the training split, recorded in the manifest and in each new entry.
+    catalog : item metadata and id maps, written as the store's catalog (`catalog` of a `MovieLens`).
+    dataset : the training data as the manifest and each new entry record it (`dataset_info`); its sizes must
+        be `train`'s.
+    train : the interactions the models were trained on, written as the served users' histories.
     keep : store versions to keep, this one included (at least 1).
 
     Returns
@@ -180,22 +196,17 @@ def export_store(
     """
     if keep < 1:
         raise ExportError(f"keep must be at least 1 store version, not {keep}")
+    sizes = (train.num_users, train.num_items, len(train))
+    if (dataset.n_users, dataset.n_items, dataset.n_ratings) != sizes:
+        raise ValueError(
+            f"export_store: dataset records {dataset.n_users} users, {dataset.n_items} items and "
+            f"{dataset.n_ratings} ratings; the histories written have {sizes}"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    cat = catalog(data)
     scripted = {m.name: script(m.network) for m in models}  # the slow part, before taking the lock
     with store_lock(out):
-        dataset = DatasetInfo(
-            name=data.name,
-            split=split,
-            sha256=data.sha256,
-            n_users=train.num_users,
-            n_items=train.num_items,
-            n_ratings=len(train),
-            rating_min=train.rating_min,
-            rating_max=train.rating_max,
-        )
-        carried = _carried_over(out, dataset, cat, {m.name for m in models})
-        cat_ref = _write_atomic(out, "catalog", ".json", lambda f: f.write(cat.model_dump_json().encode()))
+        carried = _carried_over(out, dataset, catalog, {m.name for m in models})
+        cat_ref = _write_atomic(out, "catalog", ".json", lambda f: f.write(catalog.model_dump_json().encode()))
         hist = histories(train)
         hist_ref = _write_atomic(out, "histories", ".npz", lambda f: np.savez(f, **hist))  # type: ignore[arg-type]
         entries = dict(carried)
@@ -223,7 +234,7 @@ def export_store(
             )
         entries = {name: entries[name] for name in MODEL_NAMES if name in entries}
         content = hashlib.sha256(
-            "".join(r.sha256 for r in (cat_ref, hist_ref, *entries.values())).encode() + split.encode()
+            "".join(r.sha256 for r in (cat_ref, hist_ref, *entries.values())).encode() + dataset.split.encode()
         ).hexdigest()
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
@@ -253,14 +264,12 @@ def _after_every_kept_version(out: Path, now: datetime) -> datetime:
     return now
 
 
-def check_export(out: Path, *, data: MovieLens, models: tuple[str, ...] | list[str]) -> None:
-    """Raise `ExportError` now if exporting `models` into `out` would have to drop one of its other models;
-    the pipeline calls this before training, so a refusal costs no training time."""
+def check_export(out: Path, *, catalog: Catalog, dataset: DatasetInfo, models: tuple[str, ...] | list[str]) -> None:
+    """Raise `ExportError` now if exporting `models` with `catalog` and `dataset` into `out` would have to drop
+    one of its other models; the pipeline calls this before training, so a refusal costs no training time."""
     if not (out / MANIFEST_FILE).exists():
         return
-    # The split does not matter for carrying over, only the data set and catalog.
-    probe = DatasetInfo(name=data.name, split="-", sha256=data.sha256, n_users=0, n_items=0, n_ratings=0)
-    _carried_over(out, probe, catalog(data), set(models))
+    _carried_over(out, dataset, catalog, set(models))
 
 
 @contextmanager

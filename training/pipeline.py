@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,37 +11,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.artifacts import DEFAULT_KEEP_VERSIONS, MODEL_NAMES, Metrics
-from training import distributed
+from app.artifacts import DEFAULT_KEEP_VERSIONS, Metrics
+from training import distributed, export
 from training.data import Interactions, MovieLens, validation_split
-from training.evaluate import error_metrics, predict_pairs, predict_sequences
-from training.export import TrainedModel, check_export, export_store
+from training.evaluate import error_metrics
+from training.export import TrainedModel
 from training.fit import FitResult
-from training.models import (
-    SEQUENCE_LENGTH,
-    Config,
-    DenseConfig,
-    LSTMConfig,
-    MFConfig,
-    hyperparameters,
-    train_dense,
-    train_lstm,
-    train_mf,
-)
-from training.rank_heads import RANK_CONFIGS, RankConfig, rank_hyperparameters, train_head
-from training.ranking import RankingTask, rank_scorer
+from training.models import Config, hyperparameters
+from training.rank_heads import RankConfig, rank_hyperparameters
+from training.ranking import RankingTask
+from training.specs import MODELS, SPECS
 
 log = logging.getLogger(__name__)
 
-MODELS = MODEL_NAMES  # the contract's models, in export order
 VALIDATION_FRACTION = 0.05  # of the training split, for early stopping only
-
-Trainer = Callable[[Interactions, Interactions, "Config", torch.Generator, int | None], tuple[nn.Module, FitResult]]
-TRAINERS: dict[str, tuple[Callable[[], Config], Trainer]] = {
-    "mf": (MFConfig, train_mf),  # type: ignore[dict-item]
-    "dense": (DenseConfig, train_dense),  # type: ignore[dict-item]
-    "lstm": (LSTMConfig, train_lstm),  # type: ignore[dict-item]
-}
 
 
 @dataclass
@@ -53,11 +35,13 @@ class Outcome:
 
 
 def evaluate(name: str, network: nn.Module, train: Interactions, test: Interactions, split: str) -> Metrics:
-    """Held-out error of a fitted network; the LSTM predicts each test pair from earlier training ratings."""
-    if name == "lstm":
-        predicted = predict_sequences(network, train, test, SEQUENCE_LENGTH)
-    else:
-        predicted = predict_pairs(network, test)
+    """Held-out error of a fitted network, predicted as its spec says (the LSTM: each test pair from the
+    training ratings before it)."""
+    return heldout_metrics(SPECS[name].predict(network, train, test), train, test, split)
+
+
+def heldout_metrics(predicted: np.ndarray, train: Interactions, test: Interactions, split: str) -> Metrics:
+    """`Metrics` of the stars `predicted` for `test`, on the rating scale of `train`."""
     span = train.rating_max - train.rating_min
     return Metrics(split=split, n=len(test), **error_metrics(predicted, test.ratings, span))
 
@@ -70,14 +54,13 @@ def validation_parts(train: Interactions, seed: int) -> tuple[Interactions, Inte
 def train_one(name: str, train: Interactions, seed: int, max_epochs: int | None) -> tuple[nn.Module, FitResult]:
     """Fit one model on `train` -- its rating objective, then its ranking head -- early-stopping both on a
     validation split carved from it. ``FitResult.seconds`` counts both; ``FitResult.ranking`` is the head's."""
-    _, trainer = TRAINERS[name]
+    spec = SPECS[name]
     fit_data, val = validation_parts(train, seed)
     generator = torch.Generator().manual_seed(seed)
-    # max_epochs also caps the MF that dense and lstm pretrain from (it ran its full 100 epochs under --epochs 1).
-    network, result = trainer(fit_data, val, config_for(name, max_epochs), generator, max_epochs)
-    ranked, refold = train_head(name, network, fit_data, val, rank_config_for(name, max_epochs), generator)
     # Serve each user's vectors after their whole split, validation ratings included (histories.npz has them).
-    refold(train)
+    # max_epochs also caps the MF that dense and lstm pretrain from (it ran its full 100 epochs under --epochs 1).
+    network, result = spec.fit(fit_data, val, config_for(name, max_epochs), generator, max_epochs, history=train)
+    _, ranked = spec.fit_head(network, fit_data, val, rank_config_for(name, max_epochs), generator, history=train)
     result.seconds += ranked.seconds
     result.ranking = ranked
     return network, result
@@ -85,13 +68,13 @@ def train_one(name: str, train: Interactions, seed: int, max_epochs: int | None)
 
 def config_for(name: str, max_epochs: int | None) -> Config:
     """The hyperparameters `train_one` uses for the rating objective, as recorded in the manifest."""
-    config = TRAINERS[name][0]()
+    config = SPECS[name].config()
     return replace(config, max_epochs=max_epochs) if max_epochs else config
 
 
 def rank_config_for(name: str, max_epochs: int | None) -> RankConfig:
     """The ranking head's hyperparameters `train_one` uses."""
-    config = RANK_CONFIGS[name]
+    config = SPECS[name].rank_config
     return replace(config, max_epochs=max_epochs) if max_epochs else config
 
 
@@ -99,13 +82,13 @@ def all_hyperparameters(name: str, max_epochs: int | None) -> dict[str, Any]:
     return hyperparameters(config_for(name, max_epochs)) | rank_hyperparameters(rank_config_for(name, max_epochs))
 
 
-def rank(network: nn.Module, train: Interactions, test: Interactions) -> dict[str, float]:
+def rank(name: str, network: nn.Module, train: Interactions, test: Interactions) -> dict[str, float]:
     """Test ranking metrics of the served score (`rank_all` after the whole training split) beside popularity
     on the same users; empty when no test user has a relevant item."""
     task = RankingTask.build(train, test)
     if len(task.users) == 0:
         return {}
-    out = task.evaluate(rank_scorer(network)(train, task.users), 0.0)
+    out = task.evaluate(SPECS[name].scorer(network)(train, task.users), 0.0)
     out.update({f"popularity_{k}": v for k, v in task.evaluate_popularity().items()})
     return out
 
@@ -132,14 +115,15 @@ def run(
         share of every minibatch, `training.distributed`) and evaluates; rank 0 alone exports.
     keep_versions : store versions `out` keeps, for rollback (see `export_store`).
     """
-    if out is not None:
-        check_export(out, data=data, models=models)  # refuse before training, not after
-    torch.manual_seed(seed)
     train, test = data.split(split, split_seed)
+    if out is not None:  # what the store will record, checked before training: a refusal costs no training
+        catalog, dataset = export.catalog(data), export.dataset_info(data, train, split)
+        export.check_export(out, catalog=catalog, dataset=dataset, models=models)
+    torch.manual_seed(seed)
     outcomes = []
     for name in models:
         network, result = train_one(name, train, seed, max_epochs)
-        ranking = rank(network, train, test)
+        ranking = rank(name, network, train, test)
         metrics: Metrics | None = None
         if len(test):
             metrics = evaluate(name, network, train, test, f"{split}.base->{split}.test")
@@ -148,7 +132,7 @@ def run(
             e_net, _ = train_one(name, e_train, seed, max_epochs)
             metrics = evaluate(name, e_net, e_train, e_test, f"{eval_split}.base->{eval_split}.test")
             # The same recipe's ranking on the evaluation split.
-            ranking = rank(e_net, e_train, e_test)
+            ranking = rank(name, e_net, e_train, e_test)
         if metrics is not None:
             metrics = metrics.model_copy(update={"ranking": ranking})
         model = TrainedModel(
@@ -164,5 +148,6 @@ def run(
         )
         outcomes.append(Outcome(model, result, metrics))
     if out is not None and distributed.is_primary():  # every rank holds the same networks; one writes them
-        export_store(out, [o.model for o in outcomes], data=data, train=train, split=split, keep=keep_versions)
+        models_out = [o.model for o in outcomes]
+        export.export_store(out, models_out, catalog=catalog, dataset=dataset, train=train, keep=keep_versions)
     return outcomes

@@ -1,7 +1,7 @@
 """The ranking heads: what each model learns from implicit feedback, so `/recommend` lists who will watch what.
 
 A rating regressor learns how much a user likes a film *given* that they watched it, not which films they will
-watch; ranked by predicted stars its lists lose to item-item peers (u1 NDCG@10 ~0.29 against EASE's 0.45). So
+watch; ranked by predicted stars its lists lose to item-item peers (u1 NDCG@10 ~0.29 against EASE's 0.445). So
 each model also learns a softmax over the whole catalog (Mult-DAE, Liang et al. 2018; the catalog of 1,682 items
 is small enough for the full softmax, no sampling): every (user, item) of the training split is a positive,
 a rating below 4 stars weighted down (relevant means >= 4). The user side is item-based (asymmetric, as Koren's
@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from app.artifacts import SEQUENCE_LENGTH, popularity_prior
+from app.artifacts import popularity_prior
 from training.baselines import item_popularity
 from training.data import Interactions
 from training.evaluate import user_tastes
+from training.fit import DivergedError
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 from training.ranking import RankingTask
 
@@ -59,7 +60,7 @@ class RankConfig:
     # Grid for w, the weight of the [0,1]-scale rating score added to the logits.
     weight_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
     # Grid for p, the weight of the popularity prior log1p(count) / log1p(max count) added to the item biases:
-    # on u1 validation the MF's score went 0.1959 (p = 0) -> 0.2031 (p = 2), so it stays a choice.
+    # on u1 validation the MF's score goes 0.1959 (p = 0) -> 0.2042 (p = 4, docs/report.md), so it stays a choice.
     popularity_grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0])
 
 
@@ -133,7 +134,7 @@ def _fit(
             loss.backward()
             optimizer.step()
         if not torch.isfinite(loss):
-            raise RuntimeError(f"{desc} ranking head: loss is {float(loss)} at epoch {epoch}")
+            raise DivergedError(f"{desc} ranking head: loss is {loss.item()} at epoch {epoch}")
         if epoch % config.eval_every and epoch != config.max_epochs:
             continue
         with torch.no_grad():
@@ -180,10 +181,17 @@ def mf_rating_scores(model: MatrixFactorization, users: Tensor) -> Tensor:
 
 
 def train_mf_head(
-    model: MatrixFactorization, fit: Interactions, val: Interactions, config: RankConfig, generator: torch.Generator
-) -> tuple[MatrixFactorization, RankResult, Callable[[Interactions], None]]:
-    """Fit an item-based softmax head for a trained MF and fold it in; returns the MF whose rank tables are set
-    (user vectors from `fit`), the result, and a function refolding the user vectors from another history."""
+    model: MatrixFactorization,
+    fit: Interactions,
+    val: Interactions,
+    config: RankConfig,
+    generator: torch.Generator,
+    *,
+    history: Interactions | None = None,
+) -> tuple[MatrixFactorization, RankResult]:
+    """Fit an item-based softmax head for a trained MF and fold it in; returns the MF whose rank tables are set,
+    its user vectors folded from `history` (the ratings served as each user's history; default `fit`), and the
+    result."""
     start = time.perf_counter()
     task = RankingTask.build(fit, val)
     seen, target = history_matrices(fit, config.disliked_weight)
@@ -211,19 +219,13 @@ def train_mf_head(
             config.weight_grid,
             config.popularity_grid,
         )
-    inputs = head.inputs.detach().clone()
-
-    def refold(history: Interactions) -> None:
-        with torch.no_grad():
-            model.rank_users = item_based(history_matrices(history, 1.0)[0], inputs)
-
     with torch.no_grad():
         model.rank_items = head.outputs.detach().clone()
         model.rank_item_bias = (head.bias.detach() + popularity_bias(fit, pop)).unsqueeze(1)
         model.rank_weight = torch.tensor(float(weight))
-    refold(fit)
+        model.rank_users = item_based(history_matrices(fit if history is None else history, 1.0)[0], head.inputs)
     result = RankResult(time.perf_counter() - start, epochs, best_epoch, weight, pop, curve, weight_curve)
-    return model, result, refold
+    return model, result
 
 
 # --- dense ----------------------------------------------------------------------------------------------------
@@ -237,8 +239,14 @@ def dense_rating_scores(model: DenseNet, users: Tensor) -> Tensor:
 
 
 def train_dense_head(
-    model: DenseNet, fit: Interactions, val: Interactions, config: RankConfig, generator: torch.Generator
-) -> tuple[DenseNet, RankResult, Callable[[Interactions], None]]:
+    model: DenseNet,
+    fit: Interactions,
+    val: Interactions,
+    config: RankConfig,
+    generator: torch.Generator,
+    *,
+    history: Interactions | None = None,
+) -> tuple[DenseNet, RankResult]:
     """Fit the dense net's NeuMF-style head (dot product plus a ReLU layer over the user and item vectors, as
     `DenseNet.rank_logits`) on item-based user vectors; as `train_mf_head` otherwise."""
     start = time.perf_counter()
@@ -276,21 +284,15 @@ def train_dense_head(
             config.weight_grid,
             config.popularity_grid,
         )
-    inputs = head.inputs.detach().clone()
-
-    def refold(history: Interactions) -> None:
-        with torch.no_grad():
-            model.rank_users = item_based(history_matrices(history, 1.0)[0], inputs)
-
     with torch.no_grad():
         model.rank_items = head.outputs.detach().clone()
         model.rank_item_bias = head.bias.detach() + popularity_bias(fit, pop)
         model.rank_weight = torch.tensor(float(weight))
+        model.rank_users = item_based(history_matrices(fit if history is None else history, 1.0)[0], head.inputs)
     for p in layers:
         p.requires_grad_(False)
-    refold(fit)
     result = RankResult(time.perf_counter() - start, epochs, best_epoch, weight, pop, curve, weight_curve)
-    return model, result, refold
+    return model, result
 
 
 # --- lstm -----------------------------------------------------------------------------------------------------
@@ -339,10 +341,14 @@ def train_lstm_head(
     config: RankConfig,
     generator: torch.Generator,
     window: int,
-) -> tuple[SequenceLSTM, RankResult, Callable[[Interactions], None]]:
+    *,
+    history: Interactions | None = None,
+) -> tuple[SequenceLSTM, RankResult]:
     """Fit the LSTM's head on its (frozen) tastes: each step a user's input is either their whole history or the
     prefix before a random cut point, with `dropout` of it hidden; the target is every other item of theirs.
-    The query is the taste after the input's prefix through `rank_taste`, plus the item-based sum of `rank_in`."""
+    The query is the taste after the input's prefix through `rank_taste`, plus the item-based sum of `rank_in`;
+    the served queries (`rank_users`) are those after each user's whole `history` (default `fit`). The served
+    taste (`user_taste`) is the rating fit's (`training.models.train_lstm`), which the head leaves as it is."""
     start = time.perf_counter()
     task = RankingTask.build(fit, val)
     seen, target = history_matrices(fit, config.disliked_weight)
@@ -405,44 +411,11 @@ def train_lstm_head(
         model.rank_weight = torch.tensor(float(weight))
     for p in params:
         p.requires_grad_(False)
-
-    def refold(history: Interactions) -> None:
-        with torch.no_grad():
-            model.user_taste.copy_(user_tastes(model, history, window))
-            model.rank_users = lstm_queries(model, history, window)
-
-    refold(fit)
+    model.rank_users = lstm_queries(model, fit if history is None else history, window)
     result = RankResult(time.perf_counter() - start, epochs, best_epoch, weight, pop, curve, weight_curve)
-    return model, result, refold
-
-
-# Chosen on u1.base validation (`training.pipeline.validation_parts`), see the comments of `RankConfig`.
-RANK_CONFIGS: dict[str, RankConfig] = {
-    "mf": RankConfig(),
-    # u1 validation NDCG@10 (blended): 256 wide with 16 hidden 0.189, 128 with 8 0.177 (at about 2/3 the time).
-    "dense": RankConfig(hidden=16),
-    # u1 validation NDCG@10 (blended): 1.0 0.198, 0.8 0.198 -- a tie, and prefixes are what sessions and a
-    # temporal split look like, so 0.8 (with target_inputs; without it 0.5 scored 0.154, 0.85 0.166, 1.0 0.176).
-    "lstm": RankConfig(full_history=0.8),
-}
+    return model, result
 
 
 def rank_hyperparameters(config: RankConfig) -> dict[str, Any]:
     """The head's hyperparameters as flat manifest entries (``rank_`` prefix; the weight grid left out)."""
     return {f"rank_{k}": v for k, v in asdict(config).items() if not k.endswith("_grid")}
-
-
-def train_head(
-    name: str, network: nn.Module, fit: Interactions, val: Interactions, config: RankConfig, generator: torch.Generator
-) -> tuple[RankResult, Callable[[Interactions], None]]:
-    """Fit the ranking head of a trained `name` network in place; returns its result and the refold function
-    that recomputes the served user vectors from a history (call it with the whole training split)."""
-    if isinstance(network, MatrixFactorization):
-        _, result, refold = train_mf_head(network, fit, val, config, generator)
-    elif isinstance(network, DenseNet):
-        _, result, refold = train_dense_head(network, fit, val, config, generator)
-    elif isinstance(network, SequenceLSTM):
-        _, result, refold = train_lstm_head(network, fit, val, config, generator, SEQUENCE_LENGTH)
-    else:
-        raise TypeError(f"train_head: no ranking head for {name} ({type(network).__name__})")
-    return result, refold

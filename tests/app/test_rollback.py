@@ -15,7 +15,7 @@ from app.artifacts import MANIFEST_FILE, VERSIONS_DIR, Manifest
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import synthetic_data, synthetic_networks, write_synthetic_store, write_synthetic_store_with_seed
-from training.export import TrainedModel, export_store
+from training.export import TrainedModel, catalog, dataset_info, export_store
 
 KEY = "test-admin-key-0123456789"
 AUTH = {"X-API-Key": KEY}
@@ -136,7 +136,7 @@ def test_each_model_says_what_it_was_trained_on(tmp_path: Path) -> None:
     write_synthetic_store(tmp_path)
     data, train = synthetic_data()
     mf = TrainedModel("mf", synthetic_networks(seed=3)["mf"], {"dim": 8}, [], training_seconds=0.1, epochs=1)
-    export_store(tmp_path, [mf], data=data, train=train, split="synthetic-2")
+    export_store(tmp_path, [mf], catalog=catalog(data), dataset=dataset_info(data, train, "synthetic-2"), train=train)
     with TestClient(create_app(Settings(models_dir=tmp_path))) as client:
         body = client.get("/models").json()
         assert {m["name"]: m["dataset"]["split"] for m in body["models"]} == {

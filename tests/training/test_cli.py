@@ -5,6 +5,7 @@ Most call `training.__main__.main` in-process; one subprocess checks the exit co
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import pytest
 
 from app.artifacts import MANIFEST_FILE, Manifest
 from tests.training.conftest import REPO
-from training.__main__ import TUTORIAL_RMSE_SCALED, eval_split_for, main, parse_args
+from training.__main__ import eval_split_for, main, parse_args
 from training.datasource import CACHE_ENV, DATA_ENV
+from training.fit import DivergedError
+from training.targets import TUTORIAL_RMSE_SCALED
 
 
 @pytest.fixture
@@ -223,3 +226,42 @@ def test_eval_split_defaults_to_u1_with_split_full() -> None:
     assert eval_split_for(ml100k, parse_args(["--split", "full"]).eval_split) == "u1"  # type: ignore[arg-type]
     assert eval_split_for(ml100k, parse_args(["--split", "full", "--eval-split", "u2"]).eval_split) == "u2"  # type: ignore[arg-type]
     assert eval_split_for(SimpleNamespace(canonical_splits=()), None) == "random"  # type: ignore[arg-type]
+
+
+def test_summary_writes_the_tables_numbers_as_json(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench/training_speed.py reads this file instead of parsing the printed table.
+    path = tmp_path / "out" / "summary.json"
+    argv = ["--data", str(tiny_dir), "--no-download", "--no-export", "--epochs", "1", "--models", "mf,lstm"]
+    assert main([*argv, "--summary", str(path)]) == 0
+    summary = json.loads(path.read_text())
+    assert (summary["split"], summary["store"]) == ("u1", None)
+    assert list(summary["models"]) == ["mf", "lstm"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"total wall time {summary['total_seconds']:.1f} s"
+    for line in lines[1:3]:
+        name, rmse, mae, _, tutorial, epochs, seconds, *_ = line.split()
+        model = summary["models"][name]
+        assert model["epochs"] == int(epochs) == 1
+        assert f"{model['seconds']:.1f}" == seconds
+        assert model["tutorial_rmse_scaled"] == float(tutorial) == TUTORIAL_RMSE_SCALED[name]
+        metrics = model["metrics"]
+        assert (f"{metrics['rmse']:.4f}", f"{metrics['mae']:.4f}") == (rmse, mae)
+        assert metrics["split"] == "u1.base->u1.test"
+
+
+def test_a_diverged_fit_exits_2_with_the_message(
+    monkeypatch: pytest.MonkeyPatch, tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # BUG (training/__main__.py, main): DivergedError, the fit's "loss is nan" stop, escaped as a traceback.
+    def diverge(*args: object, **kwargs: object) -> None:
+        raise DivergedError("mf: loss is nan at epoch 3; lower the learning rate")
+
+    monkeypatch.setattr("training.__main__.run", diverge)
+    summary = tmp_path / "summary.json"
+    code = main(["--data", str(tiny_dir), "--no-download", "--no-export", "--summary", str(summary)])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: mf: loss is nan at epoch 3; lower the learning rate\n"
+    assert captured.out == "" and not summary.exists()

@@ -31,7 +31,7 @@ from app.artifacts import (
 from tests.training.conftest import jit_load, randomize, torchscript_deprecation_ignored, write_ml100k
 from training.data import Interactions, MovieLens, load_movielens, validation_split
 from training.evaluate import error_metrics, predict_pairs, predict_sequences
-from training.export import TrainedModel, export_store, script
+from training.export import TrainedModel, catalog, dataset_info, export_store, script
 from training.models import (
     DenseConfig,
     LSTMConfig,
@@ -103,15 +103,15 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
 def store(fitted: Fitted, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     """One store, exported once per module and only read by the tests that use it."""
     out = tmp_path_factory.mktemp("store")
-    return out, export_store(out, fitted.models, data=fitted.data, train=fitted.train, split="u1")
+    return out, _export(fitted, out)
 
 
 def _export(
     fitted: Fitted, out: Path, models: list[TrainedModel] | None = None, *, split: str = "u1", keep: int = 3
 ) -> Manifest:
-    return export_store(
-        out, fitted.models if models is None else models, data=fitted.data, train=fitted.train, split=split, keep=keep
-    )
+    dataset = dataset_info(fitted.data, fitted.train, split)
+    models = fitted.models if models is None else models
+    return export_store(out, models, catalog=catalog(fitted.data), dataset=dataset, train=fitted.train, keep=keep)
 
 
 def _kept_versions(out: Path) -> list[str]:
@@ -467,3 +467,11 @@ def test_export_removes_only_files_it_wrote(fitted: Fitted, tmp_path: Path) -> N
     _export(fitted, tmp_path)
     _export(fitted, tmp_path, [_perturbed(m) for m in fitted.models])
     assert all(path.read_text() == "not ours" for path in foreign)
+
+
+def test_export_refuses_a_dataset_record_that_is_not_the_histories_it_writes(fitted: Fitted, tmp_path: Path) -> None:
+    # export_store takes the dataset record and the training data separately: they must describe the same data.
+    other = dataset_info(fitted.data, fitted.test, "u1")
+    with pytest.raises(ValueError, match="dataset records"):
+        export_store(tmp_path / "store", fitted.models, catalog=catalog(fitted.data), dataset=other, train=fitted.train)
+    assert not (tmp_path / "store").exists()

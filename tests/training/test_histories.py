@@ -170,7 +170,7 @@ def test_top_k_matches_a_stable_argsort_with_ties() -> None:
 
 
 def test_quality_command_takes_a_number_of_folds() -> None:
-    from training.quality import parse_args
+    from training.quality.cli import parse_args
 
     assert parse_args(["--folds", "3"]).folds == ("cv1/3", "cv2/3", "cv3/3")
     assert parse_args(["--folds", "u1,u2"]).folds == ("u1", "u2")

@@ -10,7 +10,8 @@ import pytest
 
 from tests.training.conftest import write_ml100k
 from training.data import Interactions, load_movielens
-from training.quality import main, temporal_split
+from training.quality.cli import main
+from training.quality.experiment import temporal_split
 
 
 def test_temporal_split_holds_out_each_users_latest_ratings() -> None:

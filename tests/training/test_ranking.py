@@ -12,6 +12,7 @@ import torch
 from app.artifacts import popularity_prior
 from tests.training.conftest import synthetic_interactions, write_ml100k
 from training.data import Interactions, load_movielens
+from training.fit import DivergedError
 from training.networks import MatrixFactorization, SequenceLSTM
 from training.pipeline import rank, run
 from training.rank_heads import RankConfig, choose_weight, lstm_queries, train_lstm_head, train_mf_head
@@ -216,10 +217,9 @@ def test_mf_head_learns_which_items_go_together_and_folds_into_an_inner_product(
     fit, val, test = taste_world()
     mf = MatrixFactorization(fit.num_users, fit.num_items, 4).eval()  # an untrained rating model
     config = RankConfig(dim=8, max_epochs=60, eval_every=5, patience=4, lr=0.03, reg=1e-4)
-    _, result, refold = train_mf_head(mf, fit, val, config, torch.Generator().manual_seed(0))
-    assert result.best_epoch > 0 and result.weight in config.weight_grid
     history = concat(fit, val)
-    refold(history)
+    _, result = train_mf_head(mf, fit, val, config, torch.Generator().manual_seed(0), history=history)
+    assert result.best_epoch > 0 and result.weight in config.weight_grid
     task = RankingTask.build(history, test)
     learned = task.evaluate(rank_scorer(mf)(history, task.users), 0.0, k=4)["recall@4"]
     # Held-out items are among the 4 unseen films of the user's group: the head ranks those 4 first, popularity
@@ -235,9 +235,8 @@ def test_lstm_head_learns_the_groups_and_serves_sessions() -> None:
     fit, val, test = taste_world(seed=1)
     lstm = SequenceLSTM(fit.num_users, fit.num_items, 4, 8).eval()
     config = RankConfig(dim=8, max_epochs=60, eval_every=5, patience=4, lr=0.03, reg=1e-4, full_history=0.8)
-    _, _, refold = train_lstm_head(lstm, fit, val, config, torch.Generator().manual_seed(0), 10)
     history = concat(fit, val)
-    refold(history)
+    train_lstm_head(lstm, fit, val, config, torch.Generator().manual_seed(0), 10, history=history)
     task = RankingTask.build(history, test)
     assert task.evaluate(rank_scorer(lstm)(history, task.users), 0.0, k=4)["recall@4"] > 0.95
     # A session of two films of the second group ranks that group's other films first.
@@ -283,7 +282,7 @@ def test_rank_measures_the_served_score_beside_popularity() -> None:
     with torch.no_grad():
         mf.rank_items.normal_()
         mf.rank_users.normal_()
-    metrics = rank(mf, train, test)
+    metrics = rank("mf", mf, train, test)
     task = RankingTask.build(train, test)
     assert metrics["ndcg@10"] == pytest.approx(task.evaluate(rank_scorer(mf)(train, task.users), 0.0)["ndcg@10"])
     assert metrics["popularity_ndcg@10"] == pytest.approx(task.evaluate_popularity()["ndcg@10"])
@@ -300,3 +299,12 @@ def test_training_job_records_rank_weight_and_ranking_metrics_in_the_manifest(tm
     assert entry["hyperparameters"]["rank_dim"] == RankConfig().dim
     ranking = entry["metrics"][0]["ranking"]
     assert 0.0 <= ranking["ndcg@10"] <= 1.0 and "popularity_ndcg@10" in ranking
+
+
+def test_a_diverging_head_raises_diverged_error() -> None:
+    # The CLI turns DivergedError into "error: ..." and exit 2; the head raised a bare RuntimeError instead.
+    fit, val, _ = taste_world()
+    mf = MatrixFactorization(fit.num_users, fit.num_items, 4).eval()
+    config = RankConfig(dim=8, max_epochs=3, eval_every=1, lr=1e30)
+    with pytest.raises(DivergedError, match="mf ranking head: loss is"):
+        train_mf_head(mf, fit, val, config, torch.Generator().manual_seed(0))

@@ -27,7 +27,7 @@ from app.registry import ModelRegistry
 from tests.training.conftest import REPO, write_ml100k
 from training.__main__ import main
 from training.data import MovieLens, load_movielens
-from training.export import ExportError, TrainedModel, check_export, export_store
+from training.export import ExportError, TrainedModel, catalog, check_export, dataset_info, export_store
 from training.networks import DenseNet, MatrixFactorization, SequenceLSTM
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:DeprecationWarning")
@@ -66,7 +66,8 @@ def _export(
     keep: int = 3,
 ) -> Manifest:
     train, _ = data.split(split)
-    return export_store(out, _models(data, seed, names), data=data, train=train, split=split, keep=keep)
+    dataset = dataset_info(data, train, split)
+    return export_store(out, _models(data, seed, names), catalog=catalog(data), dataset=dataset, train=train, keep=keep)
 
 
 def _live(out: Path) -> Manifest:
@@ -120,7 +121,9 @@ def test_models_of_another_data_set_are_never_dropped(data: MovieLens, tmp_path:
     other_dir = write_ml100k(tmp_path / "other", user_ids=range(1, 13), item_ids=range(1, 16), n_ratings=120, seed=7)
     other = load_movielens(other_dir)
     with pytest.raises(ExportError, match=r"holds dense, lstm trained on another data set.*--models mf,dense,lstm"):
-        check_export(tmp_path / "store", data=other, models=("mf",))
+        check_export(
+            tmp_path / "store", catalog=catalog(other), dataset=dataset_info(other, other.ratings, "u1"), models=("mf",)
+        )
     with pytest.raises(ExportError, match="another data set"):
         _export(other, tmp_path / "store", seed=1, names=("mf",))
     assert (tmp_path / "store" / MANIFEST_FILE).read_bytes() == before

@@ -14,18 +14,19 @@ import pytest
 from app.artifacts import MANIFEST_FILE, Manifest
 from training.data import MovieLens, load_movielens
 from training.pipeline import evaluate, run, train_one
+from training.targets import TARGET_NDCG_BEST, TARGET_NDCG_EVERY
 
 pytestmark = pytest.mark.slow
 
 # Test RMSE in stars on u1.test, for models trained on u1.base (validation carved from u1.base only). The
-# quality targets are MF <= 0.905, dense <= 0.92, LSTM <= 0.93: dense meets its own; MF (0.9109) and the LSTM
-# (0.9392) are held at what they reach plus a margin for floating-point differences between machines, so any
-# loss of accuracy still fails here.
+# quality targets are MF <= 0.905, dense <= 0.92, LSTM <= 0.93: dense meets its own (0.9181); MF (0.9109) and
+# the LSTM (0.9348; 0.9392 when its bound was set) are held at what they reach plus a margin for floating-point
+# differences between machines, so any loss of accuracy still fails here.
 TARGET_RMSE = {"mf": 0.913, "dense": 0.92, "lstm": 0.942}
 # NDCG@10 on u1.test through the served ranking score (rank_all), protocol of `training.ranking`. The targets
-# (issue 13) are every model >= 0.41 and the best >= 0.45; asserted a little below, for floating-point
-# differences between machines (the measured values are in README.md).
-TARGET_NDCG_EVERY, TARGET_NDCG_BEST, MARGIN = 0.41, 0.45, 0.005
+# (issue 13, `training.targets`) are every model >= 0.41 and the best >= 0.45; asserted a little below, for
+# floating-point differences between machines (the measured values are in README.md).
+MARGIN = 0.005
 
 
 def test_u1_targets(real_data_dir: Path, tmp_path: Path) -> None:
