@@ -548,7 +548,6 @@ class PairPredictRequest(_Request):
     to predict. One body with both forms rather than a union, so a bad field is reported at its own location."""
 
     model_config = ConfigDict(
-        strict=False,  # as before the configs were merged: fields not marked strict are lax here
         json_schema_extra={
             "examples": [
                 {"user_id": 196, "item_ids": [242, 302, 377]},
@@ -603,7 +602,6 @@ class AnonymousPredictResponse(_Schema):
 
 class BatchRecommendRequest(_Request):
     model_config = ConfigDict(
-        strict=False,  # as before the configs were merged: fields not marked strict are lax here
         json_schema_extra={"examples": [{"user_ids": [196, 186, 22], "k": 3, "model": "mf"}]},
     )
 

@@ -112,6 +112,30 @@ def test_ids_and_stars_in_bodies_are_strict(client: TestClient, url: str, body: 
 
 
 @pytest.mark.parametrize(
+    ("url", "valid", "field", "value"),
+    [
+        ("/recommend/batch", '{"user_ids": [101], "k": 3}', "k", '"3"'),
+        ("/recommend/batch", '{"user_ids": [101], "k": 3}', "k", "3.0"),
+        ("/recommend/batch", '{"user_ids": [101], "k": 3}', "exclude_seen", '"false"'),
+        ("/recommend/batch", '{"user_ids": [101], "k": 3}', "exclude_seen", "0"),
+        ("/recommend/batch", '{"user_ids": [101], "k": 3}', "offset", "false"),
+        ("/recommend/batch", '{"user_ids": [101], "k": 3}', "diversity", '"0.3"'),
+        ("/predict/mf", '{"items": [1001], "ratings": [4], "item_ids": [1002]}', "ratings", '["4"]'),
+        ("/predict/dense", '{"user_id": 101, "item_ids": [1002]}', "item_ids", '["1002"]'),
+    ],
+)
+def test_batch_and_visitor_prediction_bodies_are_strict_too(
+    client: TestClient, url: str, valid: str, field: str, value: str
+) -> None:
+    # These two bodies were validated in lax mode: "3" became 3 and "false" became False, unlike every other body.
+    assert client.post(url, content=valid, headers=JSON).status_code == 200
+    body = {**json.loads(valid), field: json.loads(value)}
+    r = client.post(url, content=json.dumps(body), headers=JSON)
+    assert r.status_code == 422, r.text
+    assert _issues(r)[0]["loc"][:2] == ["body", field]
+
+
+@pytest.mark.parametrize(
     "raw", ["101.0", "+101", " 101", "101 ", "0101", "1_01", "\u0661\u0660\u0661", "101e0", "0x65"]
 )
 def test_path_ids_are_plain_decimal_digits(client: TestClient, raw: str) -> None:
