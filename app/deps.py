@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from app.metrics import ServiceMetrics
 from app.registry import ModelRegistry, RegistryHolder
+from app.schemas import CATALOG_BOUND, DECIMAL_DIGITS, DECIMAL_NOTE, MAX_ID
 from app.settings import Settings
+
+# `?k=`: how many items a list holds, shared by every route that returns a top-k list.
+TopK = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_ID,
+        description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
+        json_schema_extra=CATALOG_BOUND,
+    ),
+    DECIMAL_DIGITS,
+]
 
 
 # Async although they do not await: FastAPI runs a sync dependency in its thread pool, a hop per request that

@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from app.artifacts import MODEL_NAMES
-from app.deps import RegistryDep, registry_of
+from app.deps import RegistryDep, TopK, registry_of
 from app.middleware import mark_served
 from app.schemas import (
-    CATALOG_BOUND,
     DECIMAL_DIGITS,
     DECIMAL_NOTE,
     ERROR_RESPONSES,
@@ -37,16 +36,7 @@ async def get_item(item_id: ItemId, registry: RegistryDep) -> ItemResponse:
 async def get_similar_items(
     item_id: ItemId,
     request: Request,
-    k: Annotated[
-        int,
-        Query(
-            ge=1,
-            le=MAX_ID,
-            description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
-            json_schema_extra=CATALOG_BOUND,
-        ),
-        DECIMAL_DIGITS,
-    ] = 10,
+    k: TopK = 10,
     model: Annotated[
         str,
         Query(description="Whose item embeddings: mf, dense or lstm", json_schema_extra={"enum": list(MODEL_NAMES)}),

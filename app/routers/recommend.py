@@ -13,12 +13,11 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from app.artifacts import MODEL_NAMES
-from app.deps import registry_of
+from app.deps import TopK, registry_of
 from app.middleware import mark_served
 from app.ranking import Filters
 from app.schemas import (
     BOOL_NOTE,
-    CATALOG_BOUND,
     CATALOG_GENRE_LIST,
     DECIMAL_DIGITS,
     DECIMAL_NOTE,
@@ -54,16 +53,7 @@ async def recommend_items(
         int, Path(ge=1, le=MAX_ID, description="Raw MovieLens user id" + DECIMAL_NOTE, examples=[196]), DECIMAL_DIGITS
     ],
     request: Request,
-    k: Annotated[
-        int,
-        Query(
-            ge=1,
-            le=MAX_ID,
-            description="How many items; at most the catalog size (`maximum`)" + DECIMAL_NOTE,
-            json_schema_extra=CATALOG_BOUND,
-        ),
-        DECIMAL_DIGITS,
-    ] = 10,
+    k: TopK = 10,
     # The enum documents; another name reaches the service, whose 404 lists the models loaded.
     model: Annotated[str, Query(description="mf, dense or lstm", json_schema_extra={"enum": list(MODEL_NAMES)})] = "mf",
     exclude_seen: Annotated[

@@ -27,22 +27,13 @@ from app.main import create_app
 from app.registry import ModelRegistry
 from app.services.admin import reload_models
 from app.settings import Settings
-from tests.app.test_startup import _edit_manifest, _manifest, _replace_file, _saved
+from tests.app.test_startup import _edit_manifest, _load_fails, _manifest, _replace_file, _saved
 from tests.conftest import N_ITEMS, N_USERS, SyntheticStore
 from training.export import script
 from training.networks import MatrixFactorization, SequenceLSTM
 
 KEY = "test-admin-key-0123456789"
 AUTH = {"X-API-Key": KEY}
-
-
-def _load_fails(store: Path, *fragments: str) -> str:
-    with pytest.raises(RegistryError) as info:
-        ModelRegistry.load(store)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 # --- versions and the model inside the archive --------------------------------------------------------------
